@@ -1,0 +1,48 @@
+# The front door. `make install` then `make test` on a fresh machine; the rest are the stages.
+PYTHON ?= python3
+# CPU wheel on CI (found offline there); on a GPU machine set TORCH_SPEC to the CUDA build you want.
+TORCH_SPEC ?= torch==2.13.0
+MBTI ?= ISTJ
+N ?= 200
+RUN ?=
+REPO ?=
+CONFIG ?= train/configs/bllossom-8b.yaml
+ARGS ?=
+
+.PHONY: install test seeds-check generate curate publish train merge chat demo bench
+
+install:  ## everything needed to run and test (torch first, so no CUDA packages get pulled)
+	$(PYTHON) -m pip install "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -e ".[train,dev]"
+
+test:  ## the whole suite; no network, no GPU
+	$(PYTHON) -m pytest
+
+seeds-check:
+	datagen seeds check
+
+generate:  ## make generate MBTI=ISTJ N=200 (MBTI=all for all 16 types)
+	datagen generate --mbti $(MBTI) --count $(N) $(if $(RUN),--run $(RUN)) $(ARGS)
+
+curate:  ## make curate RUN=NAME
+	datagen curate $(if $(RUN),--run $(RUN)) $(ARGS)
+
+publish:  ## make publish RUN=NAME [REPO=USER/NAME]
+	datagen publish $(if $(RUN),--run $(RUN)) $(if $(REPO),--repo-id $(REPO)) $(ARGS)
+
+train:  ## make train [CONFIG=train/configs/bllossom-8b.yaml] [ARGS="key=value ..."]
+	$(PYTHON) -m train train --config $(CONFIG) $(ARGS)
+
+merge:  ## merge the LoRA adapter into the bf16 base (never the 4-bit one)
+	$(PYTHON) -m train merge --config $(CONFIG) $(ARGS)
+
+chat:  ## make chat MBTI=ENFP
+	$(PYTHON) -m train chat --config $(CONFIG) --mbti $(MBTI) $(ARGS)
+
+demo:  ## no key, no GPU: seeds -> tiny dataset -> 1 minute of CPU QLoRA -> two persona replies
+	$(PYTHON) -m train demo
+
+bench:
+	$(PYTHON) bench/generate_throughput.py
+	$(PYTHON) bench/dedup.py
+	$(PYTHON) bench/train_throughput.py
