@@ -8,7 +8,7 @@ for. The rule name is the reason that gets counted:
 >>> d = Dialogue.build("ENFP", "주말 계획", [
 ...     {"role": "user", "content": "주말에 뭐 해?"},
 ...     {"role": "assistant", "content": "저는 AI라서 주말이 없어요."}])
->>> first_violation(d, CheckConfig(min_exchanges=1)).rule
+>>> first_violation(d, CheckConfig(min_exchanges=1, min_total_chars=0)).rule
 'persona_break'
 """
 
@@ -191,9 +191,10 @@ def check_personal_data(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     return None
 
 
+# Order matters only for which reason a record is counted under: the most specific first.
 RULES: tuple[Rule, ...] = (
-    check_exchanges, check_length, check_hangul, check_english, check_persona_break, check_type_label,
-    check_register, check_repetition, check_markup, check_personal_data,
+    check_exchanges, check_length, check_markup, check_persona_break, check_type_label, check_personal_data,
+    check_hangul, check_english, check_register, check_repetition,
 )
 
 

@@ -128,6 +128,8 @@ class Dialogue:
             raise RecordError("not_object", "each line must be a JSON object")
         required = ["mbti", "topic", "messages"] + ([] if fill_id else ["id"])
         missing = [k for k in required if k not in obj]
+        if missing == ["id"]:
+            raise RecordError("missing_field", "missing id; `datagen seeds fmt` fills it in")
         if missing:
             raise RecordError("missing_field", f"missing {', '.join(missing)}")
         unknown = sorted(set(obj) - {"id", "mbti", "topic", "messages", "source", "meta"})

@@ -57,21 +57,22 @@ class SeedReport:
         return not self.problems
 
 
-def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig = SeedCheckConfig()) -> SeedReport:
+def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig = SeedCheckConfig(),
+                types: tuple[str, ...] = MBTI_TYPES) -> SeedReport:
     """Check personas, topics and seed dialogues; never raises on bad content."""
     seeds_dir = Path(seeds_dir)
-    personas, problems = load_personas(seeds_dir)
+    personas, problems = load_personas(seeds_dir, types)
     topics, topic_problems = load_topics(seeds_dir)
     problems += topic_problems
-    by_type, dialogue_problems = load_seed_dialogues(seeds_dir)
+    by_type, dialogue_problems = load_seed_dialogues(seeds_dir, types=types)
     problems += dialogue_problems
     topic_set = set(topics)
-    stats = {t: TypeStats(t) for t in MBTI_TYPES}
+    stats = {t: TypeStats(t) for t in types}
     exact: dict[str, tuple[str, int]] = {}
     near = NearDupIndex(cfg.rules)
     where: dict[str, tuple[str, int]] = {}
 
-    for mbti in MBTI_TYPES:
+    for mbti in types:
         path = str(seeds_dir / "dialogues" / f"{mbti}.jsonl")
         st = stats[mbti]
         seen_topics: dict[str, int] = {}
@@ -100,7 +101,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
                 near.add(d)
                 where[d.id] = (path, line)
         st.topics = len(seen_topics)
-        if st.dialogues < cfg.min_dialogues:
+        if st.dialogues < cfg.min_dialogues and Path(path).exists():  # a missing file is reported once already
             problems.append(LineError(path, 0, "too_few_dialogues", f"{mbti} has {st.dialogues} seed dialogues; write at least {cfg.min_dialogues}"))
         elif st.avg_exchanges < cfg.min_avg_exchanges:
             problems.append(LineError(path, 0, "low_avg_exchanges", f"{mbti} averages {st.avg_exchanges:.1f} exchanges; at least {cfg.min_avg_exchanges}"))

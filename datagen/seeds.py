@@ -96,12 +96,13 @@ def _check_persona_obj(obj: Any, path: Path, expected: str) -> list[LineError]:
     return problems
 
 
-def load_personas(seeds_dir: str | Path = DEFAULT_SEEDS_DIR) -> tuple[dict[str, Persona], list[LineError]]:
+def load_personas(seeds_dir: str | Path = DEFAULT_SEEDS_DIR,
+                  types: tuple[str, ...] = MBTI_TYPES) -> tuple[dict[str, Persona], list[LineError]]:
     """`seeds/personas/<TYPE>.yaml` for all 16 types; a missing or malformed one is a problem."""
     pdir = Path(seeds_dir) / "personas"
     personas: dict[str, Persona] = {}
     problems: list[LineError] = []
-    for mbti in MBTI_TYPES:
+    for mbti in types:
         path = pdir / f"{mbti}.yaml"
         if not path.exists():
             problems.append(_problem(path, "persona_missing", f"no profile for {mbti}; add {path.name} (copy another type's file as a template)", 0))

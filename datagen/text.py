@@ -64,7 +64,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 _POLITE_WORDS = {"네", "예", "넵", "넹"}
 _CASUAL_WORDS = {"응", "어", "엉", "웅", "아니", "그래", "맞아", "좋아", "알았어", "고마워", "미안"}
-_POLITE_ENDINGS = ("요", "죠", "니다", "십시오", "시오")
+_POLITE_ENDINGS = ("요", "죠", "십시오", "시오")
 # Verb endings of 반말 (해체/해라체). Nouns can end in these syllables too ("바다", "언니"), but a
 # bare noun rarely closes a sentence in 해요체 chat, where it would take 이에요/요.
 _CASUAL_ENDINGS = ("어", "아", "야", "지", "거든", "잖아", "네", "냐", "니", "자", "래", "게", "까", "군", "구나",
@@ -92,8 +92,10 @@ def sentence_register(sentence: str) -> str | None:
         return "casual"
     if word.endswith(_POLITE_ENDINGS):
         return "polite"
-    if word.endswith("니까"):
-        return "polite" if len(word) >= 3 and _has_batchim_b(word[-3]) else None
+    if word.endswith(("니다", "니까")):  # 합쇼체 -ㅂ니다/-ㅂ니까, not 아니다/그러니까
+        if len(word) >= 3 and _has_batchim_b(word[-3]):
+            return "polite"
+        return "casual" if word.endswith("다") else None
     if len(word) >= 2 and word.endswith(_CASUAL_ENDINGS):
         return "casual"
     return None

@@ -1,0 +1,180 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from datagen.checks import CheckConfig
+from datagen.seed_check import SeedCheckConfig, check_seeds, format_seeds
+from datagen.seeds import load_personas
+from tests.helpers import GOOD_MESSAGES
+from tests.test_checks import CASUAL
+
+TYPES = ("ISTJ", "ENFP")
+PERSONA = {
+    "nickname": "꼼꼼한 기록가", "summary": "차분하게 사실부터 확인하는 대화 상대.",
+    "functions": {"dominant": "내향 감각 (Si)", "auxiliary": "외향 사고 (Te)"},
+    "traits": ["약속을 지킨다.", "사실을 먼저 본다.", "차분하다.", "계획을 세운다.", "책임감이 강하다."],
+    "speaking_style": {"tone": "차분하다.", "sentence_habits": "결론부터 말한다.", "expressions": ["일단 정리해 보면"],
+                       "length": "두세 문장."},
+    "reactions": {"worry": "구체적으로 묻는다.", "conflict": "사실을 정리한다.", "good_news": "담백하게 축하한다.",
+                  "plan_change": "대안을 세운다."},
+    "avoids": ["과장"], "sample_lines": ["일단 순서대로 정리해 볼까요?"],
+}
+MORE_POLITE = [
+    {"role": "user", "content": "다음 주에 팀 발표가 있는데 벌써부터 떨려요."},
+    {"role": "assistant", "content": "발표가 몇 분짜리예요? 시간부터 알면 준비할 분량이 정해지거든요."},
+    {"role": "user", "content": "십오 분이요. 질문도 받아야 하고요."},
+    {"role": "assistant", "content": "그럼 예상 질문 다섯 개만 먼저 뽑아 보세요. 답을 미리 적어 두면 훨씬 덜 떨려요."},
+    {"role": "user", "content": "오늘 저녁에 해 볼게요. 고마워요."},
+    {"role": "assistant", "content": "네, 다 뽑으시면 같이 한 번 읽어 봐요."},
+]
+MORE_CASUAL = [
+    {"role": "user", "content": "나 오늘 드디어 자격증 붙었어!"},
+    {"role": "assistant", "content": "와 진짜? 몇 달 동안 새벽마다 공부하더니 결국 해냈네!"},
+    {"role": "user", "content": "응 점수도 생각보다 잘 나왔어 ㅋㅋ"},
+    {"role": "assistant", "content": "그럼 오늘은 무조건 맛있는 거 먹어야지. 뭐 먹고 싶어?"},
+    {"role": "user", "content": "떡볶이 먹고 싶다."},
+    {"role": "assistant", "content": "좋아, 퇴근하고 바로 가자. 내가 살게."},
+]
+TOPICS = ["이직 고민", "이사", "발표 준비", "자격증 공부"]
+
+
+def record(mbti, topic, messages, register, **extra):
+    return {"mbti": mbti, "topic": topic, "messages": messages, "source": "seed", "meta": {"register": register}} | extra
+
+
+def write_seeds(root: Path, dialogues: dict[str, list[dict]], personas=TYPES, topics=TOPICS) -> Path:
+    (root / "personas").mkdir(parents=True, exist_ok=True)
+    (root / "dialogues").mkdir(parents=True, exist_ok=True)
+    for t in personas:
+        (root / "personas" / f"{t}.yaml").write_text(yaml.safe_dump({"mbti": t} | PERSONA, allow_unicode=True), "utf-8")
+    (root / "topics.yaml").write_text(yaml.safe_dump({"topics": topics}, allow_unicode=True), "utf-8")
+    for t, rows in dialogues.items():
+        (root / "dialogues" / f"{t}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    format_seeds(root)
+    return root
+
+
+def good_set(mbti):
+    return [record(mbti, "이직 고민", GOOD_MESSAGES, "존댓말"), record(mbti, "이사", CASUAL, "반말"),
+            record(mbti, "발표 준비", MORE_POLITE, "존댓말"), record(mbti, "자격증 공부", MORE_CASUAL, "반말")]
+
+
+SMALL = SeedCheckConfig(min_dialogues=4, min_avg_exchanges=3.0, rules=CheckConfig(near_dup_threshold=0.5))
+
+
+def rules_of(report):
+    return sorted((Path(p.path).name, p.line, p.rule) for p in report.problems)
+
+
+def test_clean_set_passes(tmp_path):
+    # the same dialogue under two types is not a duplicate problem only if texts differ; use one type
+    root = write_seeds(tmp_path, {"ISTJ": good_set("ISTJ")}, personas=("ISTJ",))
+    report = check_seeds(root, SMALL, types=("ISTJ",))
+    assert report.problems == []
+    st = report.stats["ISTJ"]
+    assert (st.dialogues, st.exchanges, st.polite, st.casual, st.topics) == (4, 12, 2, 2, 4)
+
+
+def test_collection_rules(tmp_path):
+    rows = good_set("ISTJ")
+    rows[3] = record("ISTJ", "이사", MORE_CASUAL, "반말")           # topic already used by line 2
+    rows.append(record("ISTJ", "없는 주제", GOOD_MESSAGES[:4] + [GOOD_MESSAGES[4], {
+        "role": "assistant", "content": "물어보는 건 불만이 아니라 확인이에요. 기준을 알고 나서 떠나도 늦지 않아요!"}],
+        "존댓말"))                                                 # near-copy of line 1, unknown topic
+    enfp = [record("ENFP", "이직 고민", GOOD_MESSAGES, "존댓말")]   # exact copy of ISTJ line 1; too few; no 반말
+    root = write_seeds(tmp_path, {"ISTJ": rows, "ENFP": enfp})
+    report = check_seeds(root, SMALL, types=TYPES)
+    assert rules_of(report) == [
+        ("ENFP.jsonl", 0, "single_register"),
+        ("ENFP.jsonl", 0, "too_few_dialogues"),
+        ("ENFP.jsonl", 1, "exact_duplicate"),
+        ("ISTJ.jsonl", 4, "repeated_topic"),
+        ("ISTJ.jsonl", 5, "near_duplicate"),
+        ("ISTJ.jsonl", 5, "unknown_topic"),
+    ]
+
+
+def test_low_average_exchanges(tmp_path):
+    root = write_seeds(tmp_path, {"ISTJ": good_set("ISTJ")}, personas=("ISTJ",))
+    report = check_seeds(root, SeedCheckConfig(min_dialogues=4, min_avg_exchanges=4.0), types=("ISTJ",))
+    assert [(p.rule, p.detail) for p in report.problems] == [
+        ("low_avg_exchanges", "ISTJ averages 3.0 exchanges; at least 4.0")]
+
+
+def test_record_rules_are_reported_with_file_and_line(tmp_path):
+    rows = good_set("ISTJ")
+    bad = [dict(m) for m in MORE_POLITE]
+    bad[3]["content"] = "저도 ISTJ라서 그 마음 알아요. 예상 질문 다섯 개만 먼저 뽑아 보세요."
+    rows[2] = record("ISTJ", "발표 준비", bad, "존댓말")
+    root = write_seeds(tmp_path, {"ISTJ": rows}, personas=("ISTJ",))
+    report = check_seeds(root, SMALL, types=("ISTJ",))
+    assert [str(p).split(str(tmp_path))[1] for p in report.problems] == [
+        "/dialogues/ISTJ.jsonl:3: type_label: message 3 names a type label 'ISTJ'"]
+
+
+def test_bad_input_is_named_not_raised(tmp_path):
+    root = write_seeds(tmp_path, {"ISTJ": good_set("ISTJ")}, personas=("ISTJ",))
+    path = root / "dialogues" / "ISTJ.jsonl"
+    lines = path.read_text("utf-8").splitlines()
+    swapped = json.loads(lines[1])
+    swapped["messages"][0], swapped["messages"][1] = swapped["messages"][1], swapped["messages"][0]
+    unknown = json.loads(lines[2]) | {"mbti": "ABCD"}
+    empty = json.loads(lines[3])
+    empty["messages"][1]["content"] = " "
+    path.write_text("\n".join([lines[0], json.dumps(swapped, ensure_ascii=False), "{broken",
+                               json.dumps(unknown, ensure_ascii=False), json.dumps(empty, ensure_ascii=False)]) + "\n")
+    (root / "personas" / "ENFP.yaml").write_text("mbti: ENFP\nnickname: 활동가\n", "utf-8")
+    report = check_seeds(root, SMALL, types=TYPES)
+    got = rules_of(report)
+    assert ("ISTJ.jsonl", 2, "first_not_user") in got
+    assert ("ISTJ.jsonl", 3, "bad_json") in got
+    assert ("ISTJ.jsonl", 4, "unknown_mbti") in got
+    assert ("ISTJ.jsonl", 5, "empty_message") in got
+    assert ("ENFP.yaml", 1, "persona_field_missing") in got
+    assert ("ENFP.jsonl", 0, "seeds_missing") in got
+
+
+def test_persona_missing_a_type(tmp_path):
+    root = write_seeds(tmp_path, {}, personas=("ISTJ",))
+    personas, problems = load_personas(root, TYPES)
+    assert list(personas) == ["ISTJ"]
+    assert [(Path(p.path).name, p.rule) for p in problems] == [("ENFP.yaml", "persona_missing")]
+
+
+def test_format_fills_ids_and_keeps_bad_files(tmp_path):
+    root = write_seeds(tmp_path, {"ISTJ": good_set("ISTJ")}, personas=("ISTJ",))
+    path = root / "dialogues" / "ISTJ.jsonl"
+    assert all(json.loads(l)["id"].startswith("ISTJ-") for l in path.read_text("utf-8").splitlines())
+    assert format_seeds(root) == (0, [])  # idempotent
+    path.write_text(path.read_text("utf-8") + "{broken\n", "utf-8")
+    before = path.read_text("utf-8")
+    changed, problems = format_seeds(root)
+    assert changed == 0 and [p.rule for p in problems] == ["bad_json"] and path.read_text("utf-8") == before
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "datagen.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_exit_codes_and_lines(tmp_path):
+    root = write_seeds(tmp_path / "s", {"ISTJ": good_set("ISTJ")}, personas=TYPES)
+    res = run_cli("seeds", "check", "--seeds", str(root))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr + res.stdout
+    assert f"{root}/dialogues/ISTJ.jsonl:0: too_few_dialogues: ISTJ has 4 seed dialogues; write at least 10" in res.stdout
+    res = run_cli("seeds", "check", "--seeds", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_committed_seeds_are_clean():
+    """The shipped seeds pass every rule: 16 types, >= 10 dialogues each, average >= 4 exchanges."""
+    report = check_seeds()
+    assert [str(p) for p in report.problems] == []
+    assert len(report.stats) == 16
+    for st in report.stats.values():
+        assert st.dialogues >= 10 and st.avg_exchanges >= 4 and st.polite and st.casual
