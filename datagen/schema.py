@@ -171,7 +171,15 @@ class LineError:
     detail: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.rule}: {self.detail}"
+        return f"{_display_path(self.path)}:{self.line}: {self.rule}: {self.detail}"
+
+
+def _display_path(path: str) -> str:
+    """Relative to the working directory when inside it: `seeds/dialogues/ISTJ.jsonl:3: ...`."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any | LineError]]:
