@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 seeds_app = typer.Typer(no_args_is_help=True, help="Check and format the hand-written seeds.")
 app.add_typer(seeds_app, name="seeds")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 SeedsDir = typer.Option(DEFAULT_SEEDS_DIR, "--seeds", help="The seeds folder (personas/, topics.yaml, dialogues/).")
 
@@ -65,6 +65,171 @@ def seeds_fmt(seeds: Path = SeedsDir) -> None:
 
 
 # --- stage commands are added below, one function each ------------------------------------------
+
+
+def _generate_config(mbti: str, count: int, run: Optional[str], out: Path, model: str, base_url: Optional[str],
+                     concurrency: int, max_cost: Optional[float], seed: int, seeds: Path, per_request: int,
+                     seed_examples: int, generated_examples: int, temperature: float, max_tokens: int,
+                     timeout: float, max_attempts: int, backoff: float, response_format: str,
+                     price_in: Optional[float], price_out: Optional[float]):
+    from datagen.cost import Price
+    from datagen.generate import GenerateConfig
+    from datagen.llm import LLMConfig
+    from datagen.schema import MBTI_TYPES
+
+    key = mbti.strip().upper()
+    types = MBTI_TYPES if key == "ALL" else tuple(dict.fromkeys(t.strip() for t in key.split(",") if t.strip()))
+    if (price_in is None) != (price_out is None):
+        raise UserError("pass both --price-in and --price-out (USD per 1M prompt / completion tokens)")
+    price = Price(price_in, price_out) if price_in is not None and price_out is not None else None
+    llm = LLMConfig(model=model, base_url=base_url, concurrency=concurrency, temperature=temperature,
+                    max_tokens=max_tokens, timeout_s=timeout, max_attempts=max_attempts, backoff_base_s=backoff,
+                    structured_output=response_format)
+    return GenerateConfig(types=types, count=count, run=run, out_dir=out, seeds_dir=seeds, llm=llm, seed=seed,
+                          seed_examples=seed_examples, generated_examples=generated_examples,
+                          per_request=per_request, max_cost=max_cost, price=price)
+
+
+def _progress_table(stats) -> Table:
+    from datagen.cost import format_usd
+
+    table = Table(title=f"generate · run {stats.run} · spent {format_usd(stats.spent)}")
+    for col in ("type", "accepted", "rejected", "requests", "tokens", "$"):
+        table.add_column(col, justify="left" if col in ("type", "rejected") else "right")
+    for st in stats.types.values():
+        rejected = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common(4)) or "-"
+        failed = sum(st.failed.values())
+        table.add_row(st.mbti, f"{st.accepted}/{st.target}", rejected,
+                      f"{st.requests}" + (f" ({failed} failed)" if failed else ""),
+                      f"{st.prompt_tokens + st.completion_tokens:,}", format_usd(st.cost))
+    return table
+
+
+@app.command("generate")
+def generate_cmd(
+    mbti: str = typer.Option("ISTJ", "--mbti", help="A type (ISTJ), several (ISTJ,ENFP) or all (the 16 share one concurrency budget)."),
+    count: int = typer.Option(200, "--count", help="Accepted dialogues per type in the run, in all (earlier invocations count)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run name (outputs/runs/RUN). Default: the model name, so rerunning the same command resumes."),
+    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
+    model: str = typer.Option("gpt-4o-mini", "--model", help="Model name as the server knows it."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Most requests in flight; halves on 429 and grows back."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD this run may spend in all; stops cleanly before it would be exceeded."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every request's choice of examples, topics and registers."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the first prompt, the planned requests, tokens and $; send nothing (no key needed)."),
+    batch_out: Optional[Path] = typer.Option(None, "--batch-out", help="Write the planned requests as an OpenAI Batch API input file; send nothing (no key needed)."),
+    per_request: int = typer.Option(3, "--per-request", help="New dialogues asked for per request."),
+    seed_examples: int = typer.Option(2, "--seed-examples", help="Hand-written seed dialogues shown per request."),
+    generated_examples: int = typer.Option(1, "--generated-examples", help="Already accepted dialogues shown per request."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    max_tokens: int = typer.Option(6000, "--max-tokens", help="Most completion tokens per request."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds before one send times out."),
+    max_attempts: int = typer.Option(4, "--max-attempts", help="Most sends of one request on 5xx / timeout / connection errors."),
+    backoff: float = typer.Option(1.0, "--backoff", help="First retry wait in seconds; doubles per retry, with jitter."),
+    response_format: str = typer.Option("json_schema", "--response-format", help="json_schema, json_object or none (falls back by itself when a server rejects one)."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M prompt tokens (overrides the built-in table)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live per-type table (on a terminal)."),
+    seeds: Path = SeedsDir,
+) -> None:
+    """Grow each type to COUNT accepted dialogues with any OpenAI-compatible LLM (self-instruct); resumable.
+
+    Needs OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL / --base-url (vLLM, Ollama, llama.cpp);
+    --dry-run and --batch-out work offline without either.
+    """
+    cfg = _generate_config(mbti, count, run, out, model, base_url, concurrency, max_cost, seed, seeds, per_request,
+                           seed_examples, generated_examples, temperature, max_tokens, timeout, max_attempts,
+                           backoff, response_format, price_in, price_out)
+    if dry_run:
+        from datagen.generate import format_dry_run, plan_run
+
+        print(format_dry_run(plan_run(cfg)))
+        return
+    if batch_out is not None:
+        from datagen.batch import write_batch
+        from datagen.cost import format_usd
+
+        rep = write_batch(cfg, batch_out)
+        total = sum(rep.requests.values())
+        print(f"wrote {total} requests to {rep.path} ({', '.join(f'{t} {n}' for t, n in rep.requests.items())}); "
+              f"plan kept in {rep.plan_path}")
+        print(f"~{rep.prompt_tokens:,} prompt + ~{rep.completion_tokens:,} completion tokens; "
+              + (f"~{format_usd(rep.cost)} at Batch API prices" if rep.cost is not None else f"no price known for {model}"))
+        print(rep.token_note)
+        print(f"submit it with the OpenAI Batch API, then: datagen ingest-batch RESULTS.jsonl --run {cfg.run_name}")
+        return
+
+    from datagen.generate import generate
+
+    live = None
+    if progress and err_console.is_terminal:
+        from rich.live import Live
+
+        holder: dict = {}
+        live = Live(console=err_console, refresh_per_second=4,
+                    get_renderable=lambda: _progress_table(holder["s"]) if "s" in holder else Table())
+        live.start()
+        on_progress = lambda s: holder.__setitem__("s", s)  # noqa: E731
+    else:
+        on_progress = None
+    try:
+        stats = generate(cfg, progress=on_progress)
+    finally:
+        if live is not None:
+            live.stop()
+    for note in stats.notices:
+        print(f"note: {note}")
+    for st in stats.types.values():
+        print(st.summary())
+    from datagen.cost import format_usd
+
+    print(f"run {stats.run}: {sum(s.accepted for s in stats.types.values())} accepted in {stats.run_dir / 'generated'}; "
+          f"spent {format_usd(stats.spent)} in all")
+    if stats.stop_reason:
+        print(f"stopped: {stats.stop_reason}; rerun with a higher --max-cost to continue")
+
+
+@app.command("ingest-batch")
+def ingest_batch_cmd(
+    results: Path = typer.Argument(..., help="A Batch API output file (JSONL)."),
+    run: Optional[str] = typer.Option(None, "--run", help="The run the batch was written for (default: the model name)."),
+    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
+    model: str = typer.Option("gpt-4o-mini", "--model", help="Model of the batch (names the default run)."),
+    seeds: Path = SeedsDir,
+) -> None:
+    """Feed a Batch API output file through the same parse → check → accept path; safe to repeat."""
+    from datagen.batch import ingest_batch
+    from datagen.generate import GenerateConfig
+    from datagen.llm import LLMConfig
+
+    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=LLMConfig(model=model)))
+    for p in rep.problems:
+        print(p)
+    for st in rep.stats.values():
+        print(st.summary())
+    print(f"{rep.lines} result lines: {rep.lines - rep.skipped - len(rep.problems)} ingested, "
+          f"{rep.skipped} already ingested, {len(rep.problems)} unreadable")
+
+
+@app.command("publish")
+def publish_cmd(
+    run: str = typer.Option(..., "--run", help="The run to publish: outputs/runs/RUN/curated.jsonl."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Dataset folder to write (default: outputs/dataset/RUN)."),
+    include_seeds: bool = typer.Option(False, "--include-seeds", help="Also publish the hand-written seeds of the run's types."),
+    test_share: float = typer.Option(0.05, "--test-share", help="Share of each type in the test split (0 = train only)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the stratified split."),
+    license: str = typer.Option("cc-by-nc-4.0", "--license", help="Hub license id for the dataset card."),
+    repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Upload to this Hub dataset repo (USER/NAME)."),
+    private: bool = typer.Option(False, "--private", help="Make the Hub repo private."),
+    runs_dir: Path = typer.Option(Path("outputs/runs"), "--runs-dir", help="Where runs live."),
+    seeds: Path = SeedsDir,
+) -> None:
+    """Write a Hub-ready dataset folder (card, Parquet splits, plots) from a curated run; upload it with --repo-id."""
+    from datagen.publish import PublishConfig, publish
+
+    cfg = PublishConfig(run=run, runs_dir=runs_dir, out=out, seeds_dir=seeds, include_seeds=include_seeds,
+                        test_share=test_share, seed=seed, license=license, repo_id=repo_id, private=private)
+    print(publish(cfg).summary())
 
 
 def main() -> None:
