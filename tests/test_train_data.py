@@ -1,0 +1,282 @@
+"""train/data.py: the loss mask is exactly every assistant turn + its end-of-turn token; truncation, packing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+
+from train.config import TrainConfig
+from train.data import (IGNORE, DataError, build_datasets, encode_chat, encode_chats, find_eot, load_chat_dataset,
+                        make_collator, pack, padding_share, pick_pad, prepare_tokenizer)
+from train.templates import LLAMA3, PLAIN_KO
+from train.tiny import LLAMA3_SPECIAL_TOKENS, SAMPLE_CHATS, SAMPLE_TEXTS, seed_texts, train_tiny_tokenizer
+
+# A second, different template: ChatML (Qwen-style), which writes "\n" after each end-of-turn token.
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+EOT = {"llama3": "<|eot_id|>", "chatml": "<|im_end|>", "plain-ko": "<|end_of_text|>"}
+
+
+def cfg_for(template: str | None = None, **kw) -> TrainConfig:
+    return TrainConfig(**{"model": "unused", "dataset": "unused", "optim": "adamw_torch", "chat_template": template,
+                          **kw})
+
+
+def _saved(tok, factory) -> Path:
+    path = factory.mktemp("tok")
+    tok.save_pretrained(str(path))
+    return path
+
+
+def fresh(base_tok, factory):
+    """A copy of the module's tokenizer that a test may change."""
+    return base_tok.__class__.from_pretrained(str(_saved(base_tok, factory)))
+
+
+@pytest.fixture(scope="module")
+def base_tok():
+    """A byte-level BPE tokenizer trained here on the seeds (whatever exists) and the sample chats."""
+    return train_tiny_tokenizer(seed_texts() + SAMPLE_TEXTS,
+                                special_tokens=LLAMA3_SPECIAL_TOKENS + ("<|im_start|>", "<|im_end|>"))
+
+
+@pytest.fixture(scope="module", params=["llama3", "chatml", "plain-ko"])
+def chat_tok(request, base_tok, tmp_path_factory):
+    """(template name, tokenizer, ChatTokens) for each of the three templates."""
+    tok = fresh(base_tok, tmp_path_factory)
+    tok.chat_template = {"llama3": LLAMA3, "chatml": CHATML, "plain-ko": PLAIN_KO}[request.param]
+    return request.param, tok, prepare_tokenizer(tok, cfg_for())
+
+
+def segments(tok, ids: list[int], labels: list[int]) -> list[str]:
+    """The decoded runs of consecutive trained tokens."""
+    runs, cur = [], []
+    for i, lab in zip(ids, labels):
+        if lab != IGNORE:
+            assert lab == i, "a trained label is the input token itself (the model shifts)"
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tok.decode(r) for r in runs]
+
+
+def assistant_turns(messages) -> list[str]:
+    return [m["content"].strip() for m in messages if m["role"] == "assistant"]
+
+
+def seed_chats(n: int = 12) -> list[list[dict[str, str]]]:
+    """Some real seed dialogues (with a system line), if the seeds exist yet; the sample chats otherwise."""
+    from datagen.seeds import load_seed_dialogues
+
+    found, _ = load_seed_dialogues(fill_id=True)
+    chats = [[{"role": "system", "content": "시스템"}] + [dict(m) for m in d.messages]
+             for pairs in found.values() for _, d in pairs]
+    return chats[:n] or SAMPLE_CHATS
+
+
+def test_labels_are_exactly_every_assistant_turn_plus_its_end_of_turn_token(chat_tok):
+    name, tok, tokens = chat_tok
+    assert tokens.eot == EOT[name]
+    for chat in SAMPLE_CHATS + seed_chats():
+        enc = encode_chat(tok, chat, tokens.eot_id, max_seq_len=10**6)
+        assert segments(tok, enc.input_ids, enc.labels) == [t + EOT[name] for t in assistant_turns(chat)]
+        text = tok.apply_chat_template(chat, tokenize=False)
+        assert enc.input_ids == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_every_label_run_ends_on_the_end_of_turn_id(chat_tok):
+    _, tok, tokens = chat_tok
+    enc = encode_chat(tok, SAMPLE_CHATS[0], tokens.eot_id, 10**6)
+    ends = [i for i in range(len(enc.labels)) if enc.labels[i] != IGNORE and
+            (i + 1 == len(enc.labels) or enc.labels[i + 1] == IGNORE)]
+    assert [enc.input_ids[i] for i in ends] == [tokens.eot_id, tokens.eot_id]
+
+
+def test_pad_is_never_the_end_of_turn_token(base_tok, tmp_path_factory):
+    tok = fresh(base_tok, tmp_path_factory)
+    assert pick_pad(tok, "<|eot_id|>", None) == "<|finetune_right_pad_id|>"  # Llama-3.1's reserved pad
+    tok.pad_token = "<|eot_id|>"  # a tokenizer shipped with pad = end-of-turn: not kept
+    assert pick_pad(tok, "<|eot_id|>", None) == "<|finetune_right_pad_id|>"
+    with pytest.raises(DataError, match="never learn to stop"):
+        pick_pad(tok, "<|eot_id|>", "<|eot_id|>")
+    with pytest.raises(DataError, match="not a token"):
+        pick_pad(tok, "<|eot_id|>", "<nope>")
+
+
+def test_a_template_with_nothing_after_the_reply_is_refused(base_tok, tmp_path_factory):
+    tok = fresh(base_tok, tmp_path_factory)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(DataError, match="could never learn to stop"):
+        find_eot(tok)
+
+
+def test_a_template_that_rewrites_earlier_turns_is_dropped_not_mislabelled(base_tok, tmp_path_factory):
+    """Like templates that strip earlier reasoning: the last message renders differently from the same one
+    followed by more turns, so prefixes do not line up. Such chats are dropped, never mislabelled."""
+    tok = fresh(base_tok, tmp_path_factory)
+    tokens = prepare_tokenizer(tok, cfg_for())
+    tok.chat_template = LLAMA3.replace("{{ content }}", "{% if loop.last %}[last]{% endif %}{{ content }}")
+    assert encode_chat(tok, SAMPLE_CHATS[0], tokens.eot_id, 10**6) == "template_not_prefix"
+
+
+def test_long_chats_are_cut_at_a_turn_boundary_and_dropped_when_no_reply_fits(chat_tok):
+    name, tok, tokens = chat_tok
+    chat = SAMPLE_CHATS[0]  # two exchanges
+    full = encode_chat(tok, chat, tokens.eot_id, 10**6)
+    first_end = full.labels.index(tokens.eot_id) + 1
+    last_end = max(i for i, x in enumerate(full.labels) if x != IGNORE) + 1
+    cut = encode_chat(tok, chat, tokens.eot_id, max_seq_len=last_end - 1)
+    assert cut.truncated and len(cut.input_ids) == first_end
+    assert segments(tok, cut.input_ids, cut.labels) == [assistant_turns(chat)[0] + EOT[name]]
+    assert encode_chat(tok, chat, tokens.eot_id, max_seq_len=first_end - 1) == "too_long"
+
+
+def test_bad_chats_are_dropped_and_counted(chat_tok):
+    _, tok, tokens = chat_tok
+    bad = [
+        [],
+        [{"role": "user", "content": "질문"}],                                            # ends with user
+        [{"role": "assistant", "content": "대답"}],                                       # starts with assistant
+        [{"role": "user", "content": "질문"}, {"role": "assistant", "content": "  "}],   # empty reply
+        [{"role": "user"}],
+    ]
+    long_chat = [{"role": "user", "content": "질문 " * 300}, {"role": "assistant", "content": "대답"}]
+    ds, stats = encode_chats(tok, SAMPLE_CHATS + bad + [long_chat], tokens.eot_id, max_seq_len=200)
+    assert len(ds) == stats.kept == len(SAMPLE_CHATS)
+    assert dict(stats.dropped) == {"no_messages": 1, "ends_with_user": 1, "bad_roles": 1, "empty_turn": 1,
+                                   "bad_message": 1, "too_long": 1}
+    assert stats.summary("train").startswith(f"train: kept 8/{8 + 6} chats (dropped: ")
+
+
+def test_no_trained_token_is_ever_left_in_a_sample(chat_tok):
+    _, tok, tokens = chat_tok
+    for max_len in (40, 60, 90, 200):
+        ds, _ = encode_chats(tok, SAMPLE_CHATS, tokens.eot_id, max_seq_len=max_len)
+        assert all(any(x != IGNORE for x in labels) for labels in ds["labels"])
+        assert all(len(ids) <= max_len for ids in ds["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def llama3(base_tok, tmp_path_factory):
+    tok = fresh(base_tok, tmp_path_factory)
+    return tok, prepare_tokenizer(tok, cfg_for())
+
+
+def test_packing_leaves_no_padding_and_restarts_positions_per_chat(llama3):
+    tok, tokens = llama3
+    chats = (SAMPLE_CHATS + seed_chats(40)) * 3
+    ds, stats = encode_chats(tok, chats, tokens.eot_id, max_seq_len=512)
+    packed = pack(ds, 512)
+    assert len(packed) < len(ds)
+    collate = make_collator(tokens, packing=True)
+    starts = 0
+    for i in range(0, len(packed), 4):
+        batch = collate([packed[j] for j in range(i, min(i + 4, len(packed)))])
+        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # padding-free
+        assert not (batch["input_ids"] == tokens.pad_id).any()
+        pos = batch["position_ids"][0]
+        new = (pos == 0).nonzero().flatten()
+        starts += len(new)
+        assert (batch["labels"][0][new] == IGNORE).all(), "no label across a chat boundary"
+        assert torch.equal(pos[1:][pos[1:] != 0], (pos[:-1] + 1)[pos[1:] != 0])
+    assert starts == stats.kept
+    assert padding_share(packed, 4, packing=True) == 0.0 <= 0.02
+    assert padding_share(ds, 4, packing=False) > 0.02  # what padding would cost without packing
+
+
+def test_packed_rows_give_the_same_logits_as_chats_alone(llama3, tmp_path):
+    """Attention stays inside each chat: the packed row's logits equal each chat run alone."""
+    from train.model import add_lora, load_base_model
+    from train.tiny import build_tiny_model
+
+    tok, tokens = llama3
+    path = build_tiny_model(tmp_path / "m", tokenizer=tok)
+    cfg = cfg_for(model=str(path), load_in_4bit=False, compute_dtype="float32", gradient_checkpointing=False)
+    model = add_lora(load_base_model(cfg, "cpu", quantized=False), cfg).eval()
+    ds, _ = encode_chats(tok, SAMPLE_CHATS[:3], tokens.eot_id, 512)
+    packed = pack(ds, 512)
+    row = max(range(len(packed)), key=lambda j: len(packed[j]["seq_lengths"]))
+    batch = make_collator(tokens, packing=True)([packed[row]])
+    assert len(packed[row]["seq_lengths"]) >= 2
+    with torch.no_grad():
+        together = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        offset = 0
+        for n in packed[row]["seq_lengths"]:
+            alone = model(input_ids=batch["input_ids"][:, offset:offset + n]).logits[0]
+            assert torch.allclose(together[offset:offset + n], alone, atol=1e-5)
+            offset += n
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def _publish_like_folder(root: Path, rows: dict[str, list[dict]]) -> Path:
+    """The layout `datagen publish` writes: README.md with configs + data/<split>-*.parquet."""
+    (root / "data").mkdir(parents=True)
+    for split, items in rows.items():
+        Dataset.from_list(items).to_parquet(str(root / "data" / f"{split}-00000-of-00001.parquet"))
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n"
+        + "".join(f"  - split: {s}\n    path: data/{s}-*\n" for s in rows) + "---\n# card\n", encoding="utf-8")
+    return root
+
+
+def _rows(chats):
+    return [{"id": f"ISTJ-{i}", "mbti": "ISTJ", "topic": "t", "messages": c} for i, c in enumerate(chats)]
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    return tmp_path
+
+
+def test_loads_a_publish_folder_a_save_to_disk_folder_and_jsonl(datasets_cache):
+    root = datasets_cache
+    pub = _publish_like_folder(root / "pub", {"train": _rows(SAMPLE_CHATS[:6]), "test": _rows(SAMPLE_CHATS[6:])})
+    dd = load_chat_dataset(str(pub))
+    assert (len(dd["train"]), len(dd["test"])) == (6, 2)
+    assert dd["train"][0]["messages"][0]["role"] == "system"
+    DatasetDict({"train": Dataset.from_list(_rows(SAMPLE_CHATS))}).save_to_disk(str(root / "disk"))
+    assert len(load_chat_dataset(str(root / "disk"))["train"]) == 8
+    (root / "c.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _rows(SAMPLE_CHATS)),
+                                  encoding="utf-8")
+    assert len(load_chat_dataset(str(root / "c.jsonl"))["train"]) == 8
+
+
+def test_a_missing_dataset_folder_says_how_to_make_one(tmp_path):
+    with pytest.raises(DataError, match=r"does not exist; make one with `datagen publish"):
+        load_chat_dataset(str(tmp_path / "nope"))
+
+
+def test_a_dataset_without_messages_fails_in_one_line(tmp_path, llama3):
+    tok, tokens = llama3
+    DatasetDict({"train": Dataset.from_dict({"text": ["a", "b"]})}).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(DataError) as e:
+        build_datasets(cfg_for(dataset=str(tmp_path / "d")), tok, tokens)
+    assert str(e.value) == (f"dataset {tmp_path / 'd'} has no 'messages' column (it has: text); train needs chats as "
+                            "messages=[{role, content}, ...] as `datagen publish` writes them")
+
+
+def test_build_datasets_reports_kept_dropped_and_packing(tmp_path, llama3):
+    tok, tokens = llama3
+    bad = [{"role": "user", "content": "끝"}]
+    DatasetDict({"train": Dataset.from_list(_rows(SAMPLE_CHATS + [bad])),
+                 "test": Dataset.from_list(_rows(SAMPLE_CHATS[:2]))}).save_to_disk(str(tmp_path / "d"))
+    data = build_datasets(cfg_for(dataset=str(tmp_path / "d"), max_seq_len=512), tok, tokens)
+    assert data.report[0].startswith("train: kept 8/9 chats (dropped: ends_with_user=1)")
+    assert data.report[1].startswith("test: kept 2/2 chats")
+    assert data.report[2].startswith("packed 8 chats into ")
+    assert set(data.train.column_names) == {"input_ids", "labels", "seq_lengths"}
+    no_eval = build_datasets(dataclasses.replace(cfg_for(dataset=str(tmp_path / "d")), eval_split="dev"), tok, tokens)
+    assert no_eval.eval is None and "no 'dev' split" in no_eval.report[1]

@@ -1,0 +1,135 @@
+"""Chat with the fine-tuned model as one persona: streaming, stops at the end-of-turn token.
+
+    python -m train chat --config train/configs/bllossom-8b.yaml --mbti ENFP
+
+The persona's system prompt is the one the dataset was built with (`seeds/personas/<TYPE>.yaml`).
+The model is the merged one when `merge` has been run (else the 4-bit base plus the adapter);
+`--adapter` / `--merged` choose. Type `/reset` to start over, `/exit` (or Ctrl-D) to quit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from datagen.errors import UserError
+from train.config import TrainConfig, check_runtime, resolve_device
+from train.data import ChatTokens, render
+from train.merge import require_adapter
+from train.model import ModelSourceError, load_base_model, load_tokenizer, prepare_model_source
+
+USES = ("auto", "adapter", "merged")
+
+
+def persona_system_prompt(mbti: str) -> str:
+    """The Korean system message for one of the 16 types, from seeds/personas/."""
+    from datagen.schema import MBTI_TYPES
+    from datagen.seeds import load_personas
+
+    mbti = mbti.upper()
+    if mbti not in MBTI_TYPES:
+        raise UserError(f"--mbti {mbti}: use one of the 16 types: {' '.join(MBTI_TYPES)}")
+    personas, _ = load_personas()
+    if mbti not in personas:
+        have = " ".join(sorted(personas)) or "none"
+        raise UserError(f"no usable persona profile for {mbti} in seeds/personas/ (usable: {have}); "
+                        "`datagen seeds check` says what is missing")
+    return personas[mbti].system_prompt()
+
+
+def load_chat_model(cfg: TrainConfig, use: str = "auto"):
+    """(model, tokenizer, tokens, description): the merged model, or the base (4-bit if so trained) + adapter."""
+    check_runtime(cfg, for_training=False)
+    device = resolve_device(cfg)
+    merged = cfg.merged_dir
+    has_merged = (merged / "config.json").is_file()
+    if use == "merged" and not has_merged:
+        raise ModelSourceError(f"no merged model in {merged}; run `python -m train merge --config ...` first")
+    if use == "merged" or (use == "auto" and has_merged):
+        tokenizer, tokens = load_tokenizer(cfg, source=merged)
+        model = load_base_model(cfg, device, quantized=False, dtype=cfg.merge_dtype, source=merged)
+        what = f"merged model {merged}"
+    else:
+        from peft import PeftModel
+
+        adapter = require_adapter(cfg)
+        prepare_model_source(cfg)
+        tokenizer, tokens = load_tokenizer(cfg, source=adapter)
+        base = load_base_model(cfg, device, quantized=cfg.load_in_4bit)
+        model = PeftModel.from_pretrained(base, str(adapter))
+        what = f"{cfg.model} + adapter {adapter}"
+    model.eval()
+    return model, tokenizer, tokens, what
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    stopped: bool     # True when generation ended on the end-of-turn (or eos) token
+    new_tokens: int   # tokens generated, the stop token included
+
+
+def _streamer(tokenizer, on_text: Callable[[str], None]):
+    from transformers import TextStreamer
+
+    class CallbackStreamer(TextStreamer):
+        """TextStreamer that hands each finished piece of text to `on_text` instead of printing it."""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
+
+    return CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def generate_reply(model, tokenizer, tokens: ChatTokens, messages: list[dict[str, str]], cfg: TrainConfig,
+                   on_text: Callable[[str], None] | None = None) -> Reply:
+    """One assistant turn for `messages` (system, user, ... , user), streamed to `on_text` as it comes."""
+    import torch
+
+    prompt = render(tokenizer, messages, add_generation_prompt=True)
+    enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+    sample = cfg.temperature > 0
+    kwargs = dict(max_new_tokens=cfg.max_new_tokens, eos_token_id=list(tokens.stop_ids), pad_token_id=tokens.pad_id,
+                  do_sample=sample, repetition_penalty=cfg.repetition_penalty, use_cache=True)
+    if sample:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)  # silence "flags ignored when greedy" warnings
+    if on_text is not None:
+        kwargs["streamer"] = _streamer(tokenizer, on_text)
+    with torch.no_grad():
+        out = model.generate(**enc, **kwargs)
+    new = out[0, enc["input_ids"].shape[1]:].tolist()
+    stopped = bool(new) and new[-1] in tokens.stop_ids
+    text = tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True)
+    return Reply(text=text.strip(), stopped=stopped, new_tokens=len(new))
+
+
+def chat_loop(cfg: TrainConfig, mbti: str, use: str = "auto", input_fn: Callable[[str], str] = input,
+              out: Callable[..., None] = print) -> None:
+    """Interactive chat in the terminal; history kept until /reset."""
+    system = persona_system_prompt(mbti)  # before loading anything: a typo fails in a second
+    model, tokenizer, tokens, what = load_chat_model(cfg, use)
+    out(f"{mbti.upper()} persona, {what}. /reset starts over, /exit quits.")
+    history = [{"role": "system", "content": system}]
+    while True:
+        try:
+            line = input_fn("나> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            out()
+            return
+        if line in ("/exit", "/quit"):
+            return
+        if line == "/reset":
+            history = history[:1]
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        out(f"{mbti.upper()}> ", end="", flush=True)
+        reply = generate_reply(model, tokenizer, tokens, history, cfg, on_text=lambda t: out(t, end="", flush=True))
+        out()
+        if not reply.stopped:
+            out(f"(cut at max_new_tokens={cfg.max_new_tokens})")
+        history.append({"role": "assistant", "content": reply.text})
