@@ -93,7 +93,8 @@ def _generate_config(mbti: str, count: int, run: Optional[str], out: Path, model
 def _progress_table(stats) -> Table:
     from datagen.cost import format_usd
 
-    table = Table(title=f"generate · run {stats.run} · spent {format_usd(stats.spent)}")
+    spent = format_usd(stats.spent) if stats.priced else "?"
+    table = Table(title=f"generate · run {stats.run} · spent {spent}")
     for col in ("type", "accepted", "rejected", "requests", "tokens", "$"):
         table.add_column(col, justify="left" if col in ("type", "rejected") else "right")
     for st in stats.types.values():
@@ -101,7 +102,7 @@ def _progress_table(stats) -> Table:
         failed = sum(st.failed.values())
         table.add_row(st.mbti, f"{st.accepted}/{st.target}", rejected,
                       f"{st.requests}" + (f" ({failed} failed)" if failed else ""),
-                      f"{st.prompt_tokens + st.completion_tokens:,}", format_usd(st.cost))
+                      f"{st.prompt_tokens + st.completion_tokens:,}", format_usd(st.cost) if st.priced else "?")
     return table
 
 
@@ -183,8 +184,9 @@ def generate_cmd(
         print(st.summary())
     from datagen.cost import format_usd
 
+    spent = f"spent {format_usd(stats.spent)} in all" if stats.priced else "no price known for this model"
     print(f"run {stats.run}: {sum(s.accepted for s in stats.types.values())} accepted in {stats.run_dir / 'generated'}; "
-          f"spent {format_usd(stats.spent)} in all")
+          f"{spent}")
     if stats.stop_reason:
         print(f"stopped: {stats.stop_reason}; rerun with a higher --max-cost to continue")
 
@@ -230,6 +232,58 @@ def publish_cmd(
     cfg = PublishConfig(run=run, runs_dir=runs_dir, out=out, seeds_dir=seeds, include_seeds=include_seeds,
                         test_share=test_share, seed=seed, license=license, repo_id=repo_id, private=private)
     print(publish(cfg).summary())
+
+
+@app.command("curate")
+def curate_cmd(
+    run: str = typer.Option(..., "--run", help="The run to curate: outputs/runs/RUN/generated/*.jsonl."),
+    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live (the outputs root)."),
+    judge: bool = typer.Option(False, "--judge/--no-judge", help="Also ask an LLM judge for persona fidelity (off by default; costs requests)."),
+    model: str = typer.Option("gpt-4o-mini", "--model", help="Judge model name as the server knows it."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Judge server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Most judge requests in flight."),
+    workers: int = typer.Option(0, "--workers", help="Processes for the rules and MinHash (0 = one per CPU core)."),
+    seeds: Path = SeedsDir,
+) -> None:
+    """Dedup (exact + MinHash LSH, across types and against the seeds), quality rules, optional judge.
+
+    Writes curated.jsonl, curated_rejected.jsonl (each reject with its reason) and report.json
+    in the run folder; the run's generated files are only read.
+    """
+    from datagen.curate import CurateConfig, curate, find_run
+
+    cfg = CurateConfig(workers=workers)
+    judge_fn, bar = None, None
+    if judge:
+        from rich.progress import Progress
+
+        from datagen.judge import Judge, JudgeConfig
+        from datagen.llm import LLMConfig
+
+        jcfg = JudgeConfig(llm=LLMConfig(model=model, base_url=base_url, concurrency=concurrency, temperature=0.0,
+                                         max_tokens=600))
+        if err_console.is_terminal:
+            bar = Progress(console=err_console, transient=True)
+            task = bar.add_task("judge", total=None)
+        on_progress = (lambda done, total: bar.update(task, completed=done, total=total)) if bar else None
+        judge_obj = Judge(jcfg, find_run(out, run), seeds, progress=on_progress)
+        judge_fn = judge_obj.apply
+    if bar:
+        bar.start()
+    try:
+        report = curate(run, out, cfg, seeds, judge=judge_fn)
+    finally:
+        if bar:
+            bar.stop()
+    console.print(report.table())
+    if report.judge:
+        console.print(report.judge_table())
+        print(f"judge: {report.judge['requests']} requests, {judge_obj.stats['sent']} sent now, "
+              f"{judge_obj.stats['cached']} answered from the run's cache")
+    for line in report.bad_lines[:5]:
+        print(f"bad line: {line}")
+    print(report.summary())
+    print(f"wrote {out / 'runs' / run}/{{{', '.join(report.files.values())}}}")
 
 
 def main() -> None:

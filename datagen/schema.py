@@ -135,10 +135,16 @@ class Dialogue:
         unknown = sorted(set(obj) - {"id", "mbti", "topic", "messages", "source", "meta"})
         if unknown:
             raise RecordError("unknown_field", f"unknown field(s) {', '.join(unknown)}")
+        meta = obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise RecordError("bad_meta", "meta must be an object")
+        if not isinstance(obj["messages"], list):
+            raise RecordError("no_messages", "messages must be a non-empty list")
         if fill_id and "id" not in obj:
-            return cls.build(obj["mbti"], obj["topic"], obj["messages"], obj.get("source", "generated"), obj.get("meta"))
-        return cls(id=obj["id"], mbti=obj["mbti"], topic=obj["topic"], messages=tuple(validate_messages(obj["messages"])),
-                   source=obj.get("source", "generated"), meta=dict(obj.get("meta") or {}))
+            return cls.build(obj["mbti"], obj["topic"], obj["messages"], obj.get("source", "generated"), meta)
+        # __post_init__ validates the messages (once) and checks the id against them
+        return cls(id=obj["id"], mbti=obj["mbti"], topic=obj["topic"], messages=tuple(obj["messages"]),
+                   source=obj.get("source", "generated"), meta=dict(meta))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "mbti": self.mbti, "topic": self.topic, "messages": [dict(m) for m in self.messages],

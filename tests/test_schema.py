@@ -67,6 +67,11 @@ def test_from_dict_checks_id_and_fields():
     with pytest.raises(RecordError) as e:
         Dialogue.from_dict(d.to_dict() | {"extra": 1})
     assert e.value.rule == "unknown_field"
+    for bad, rule in (({"meta": "x"}, "bad_meta"), ({"messages": "안녕"}, "no_messages"), ({"mbti": 3}, "unknown_mbti"),
+                      ({"topic": None}, "empty_topic")):
+        with pytest.raises(RecordError) as e:
+            Dialogue.from_dict(d.to_dict() | bad)
+        assert e.value.rule == rule
 
 
 def test_read_jsonl_reports_every_bad_line_and_keeps_good_ones(tmp_path):

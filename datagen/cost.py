@@ -1,0 +1,165 @@
+"""What a run will cost before it starts, and what it costs while it runs.
+
+- `PRICES`: USD per 1M tokens for the OpenAI models people use for this (list prices as
+  published on openai.com/api/pricing, mid-2025; check them before a big run and pass
+  `--price-in/--price-out` to override). A model not in the table (a local vLLM, Ollama or
+  llama.cpp model, a newer OpenAI one) has no known price: the dry run says so, and
+  `--max-cost` then needs explicit prices.
+- `TokenCounter`: tiktoken when its encoding can be loaded. tiktoken downloads encodings
+  on first use, so offline (CI, air-gapped machines) it cannot; the counter then says so
+  in one line and uses `approx_tokens`, documented below.
+- During a run, spend is summed from the `usage` each response reports (`cost_usd`); the
+  estimates here only plan and reserve.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from datagen.llm import Usage
+from datagen.text import HANGUL_RE
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    """Price of prompt tokens served from the provider's prompt cache (None: same as input)."""
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"input": self.input, "output": self.output, "cached_input": self.cached_input}
+
+
+# Standard (not Batch, not priority) list prices, USD per 1M tokens.
+PRICES: dict[str, Price] = {
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
+    "gpt-4o": Price(2.50, 10.00, 1.25),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "gpt-5": Price(1.25, 10.00, 0.125),
+    "gpt-5-mini": Price(0.25, 2.00, 0.025),
+    "gpt-5-nano": Price(0.05, 0.40, 0.005),
+    "o4-mini": Price(1.10, 4.40, 0.275),
+    "o3": Price(2.00, 8.00, 0.50),
+}
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+BATCH_DISCOUNT = 0.5
+"""The Batch API bills half the standard price."""
+
+
+def price_for(model: str, table: dict[str, Price] = PRICES) -> Price | None:
+    """The price of a model name, matching dated snapshots to their family; None if unknown.
+
+    >>> price_for("gpt-4o-mini-2024-07-18") == PRICES["gpt-4o-mini"], price_for("llama-3.1-8b")
+    (True, None)
+    """
+    name = model.split("/")[-1]
+    # Only a date suffix is stripped (gpt-4o-mini-2024-07-18 is gpt-4o-mini): any other variant may be
+    # priced differently, and an unknown price is better said than guessed.
+    return table.get(name) or table.get(_DATED.sub("", name))
+
+
+def cost_usd(usage: Usage, price: Price | None) -> float:
+    """Dollars for one response's usage (0.0 when the price is unknown)."""
+    if price is None:
+        return 0.0
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    return ((usage.prompt_tokens - cached) * price.input + cached * cached_price
+            + usage.completion_tokens * price.output) / 1e6
+
+
+# --- token counting ---------------------------------------------------------------------------
+
+APPROX_OTHER_CHARS_PER_TOKEN = 4
+"""English and JSON punctuation run about 4 characters per token in OpenAI's BPE encodings."""
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Chat formatting tokens per message (role and separators), as in OpenAI's token-counting guide."""
+REPLY_PRIMING_TOKENS = 3
+
+
+def approx_tokens(text: str) -> int:
+    """The offline approximation: one token per Hangul syllable plus one per 4 other non-space characters.
+
+    Why: OpenAI's BPE encodings rarely merge Korean syllables; cl100k_base spends about one
+    token per syllable and o200k_base (gpt-4o and later) somewhat fewer. Counting each
+    syllable as a whole token therefore errs high, the safe side for a budget.
+
+    >>> approx_tokens("안녕하세요, OK?")  # 5 syllables + ",OK?" (4 characters → 1)
+    6
+    """
+    hangul = len(HANGUL_RE.findall(text))
+    other = sum(1 for c in text if not c.isspace()) - hangul
+    return hangul + math.ceil(other / APPROX_OTHER_CHARS_PER_TOKEN)
+
+
+def load_encoding(name: str, timeout_s: float = 10.0) -> Any:
+    """`tiktoken.get_encoding(name)`, giving up after `timeout_s` (a download with no network can hang)."""
+    import tiktoken
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["enc"] = tiktoken.get_encoding(name)
+        except Exception as e:  # tiktoken raises requests/OS/value errors depending on what failed
+            box["err"] = e
+
+    t = threading.Thread(target=work, name="tiktoken-load", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if "enc" in box:
+        return box["enc"]
+    err = box.get("err")
+    raise RuntimeError(type(err).__name__ if err else f"no answer in {timeout_s:g} s")
+
+
+def encoding_name(model: str) -> str:
+    """tiktoken's encoding for an OpenAI model; o200k_base for names it does not know (local models)."""
+    import tiktoken
+
+    try:
+        return tiktoken.encoding_name_for_model(model.split("/")[-1])
+    except KeyError:
+        return "o200k_base"
+
+
+class TokenCounter:
+    """Counts tokens with tiktoken, or with `approx_tokens` when the encoding cannot be loaded.
+
+    `note` is the one line to show the user: which method counts, and why.
+    """
+
+    def __init__(self, model: str, loader: Callable[[str], Any] | None = None):
+        self.encoding = encoding_name(model)
+        try:
+            self._enc = (loader or load_encoding)(self.encoding)
+            self.exact = True
+            self.note = f"tokens counted with tiktoken {self.encoding}"
+        except Exception as e:  # any failure to load means: fall back, say so once
+            self._enc = None
+            self.exact = False
+            self.note = (f"tiktoken cannot load {self.encoding} offline ({e}); tokens approximated as 1 per Hangul "
+                         f"syllable + 1 per {APPROX_OTHER_CHARS_PER_TOKEN} other characters (datagen/cost.py)")
+
+    def count(self, text: str) -> int:
+        if self._enc is not None:
+            return len(self._enc.encode(text, disallowed_special=()))
+        return approx_tokens(text)
+
+    def count_messages(self, messages: Sequence[dict[str, str]]) -> int:
+        return sum(MESSAGE_OVERHEAD_TOKENS + self.count(m.get("content") or "") for m in messages) + REPLY_PRIMING_TOKENS
+
+
+def format_usd(x: float | None) -> str:
+    if x is None:
+        return "?"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}"

@@ -1,0 +1,746 @@
+"""`datagen curate`: one pass over a whole run: exact and near-duplicate removal across all
+types and against the seeds, the shared quality rules, and (with `--judge`) an LLM persona judge.
+
+```
+outputs/runs/<run>/generated/<TYPE>.jsonl ──┐
+seeds/dialogues/<TYPE>.jsonl (reference) ───┴─► read ─► inspect ─► exact dedup ─► near dedup ─► judge ─► write
+                                                       (schema, rules,                                   curated.jsonl
+                                                        keys; parallel)                                  curated_rejected.jsonl
+                                                                                                         report.json
+```
+
+Each step is a generator over `Item`s (one per input line); a step that rejects an item sets
+its `reason` (a rule name such as `too_short`, `near_dup`, `persona`) and passes it on, and
+later steps skip it. The rules are `datagen.checks` (the ones `datagen seeds check` and
+generation use), so a record is judged the same way at every stage.
+
+Seeds are the dedup reference: they go first, so a generated copy of a seed is dropped and
+the seed is kept (publish adds seeds with `--include-seeds`); among generated records the
+first in file order (types in `MBTI_TYPES` order, lines in append order) is kept.
+
+Rejects go to `curated_rejected.jsonl` (generate's own `rejected.jsonl` sits in the same
+folder and is left alone), one `{"reason", "detail", "file", "line", "record"}` object per
+line (`record` is null and `raw` holds the line when it did not parse). Nothing in the run's
+input files is modified, and the same inputs give byte-identical outputs.
+
+Near duplicates: MinHash over character n-grams of the dialogue text (role tags and system
+text excluded: `checks.dialogue_shingles`), banded LSH for candidates, then the MinHash
+estimate of Jaccard against the threshold. Character n-grams, not words: the 존댓말 and 반말
+renderings of one utterance share almost no word 5-grams but ~0.7 of their character 3-grams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from datagen.checks import CheckConfig, first_violation
+from datagen.errors import UserError
+from datagen.schema import MBTI_TYPES, Dialogue, RecordError
+from datagen.seeds import DEFAULT_SEEDS_DIR
+from datagen.text import dedup_normalize
+
+DEFAULT_OUT = Path("outputs")
+CURATED_FILE = "curated.jsonl"
+REJECTED_FILE = "curated_rejected.jsonl"  # generate writes its own rejected.jsonl in the same folder
+REPORT_FILE = "report.json"
+
+# Reasons that are not rule names from datagen.checks.
+EXACT_DUP, NEAR_DUP, PERSONA, JUDGE_FAILED = "exact_dup", "near_dup", "persona", "judge_failed"
+SCHEMA, BAD_JSON, TORN_LINE = "schema", "bad_json", "torn_line"
+
+MINHASH_SCHEME = "affine32"  # datasketch 2.x's default scheme; signatures below match it bit for bit
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """Everything `datagen curate` decides with; saved into report.json as the resolved config."""
+
+    rules: CheckConfig = field(default_factory=CheckConfig)
+    """The per-dialogue rules, shared with seeds check and generation. `rules.near_dup_ngram` and
+    `rules.near_dup_threshold` also define a near-duplicate here (one definition for every stage)."""
+    num_perm: int = 128
+    """MinHash permutations. The Jaccard estimate's standard error is ~sqrt(J(1-J)/num_perm): 0.04 at 128."""
+    lsh_bands: int = 32
+    """LSH bands (rows per band = num_perm // lsh_bands). 32×4 (datasketch's own optimum for 0.4 at 128) makes
+    a pair a candidate with p≈0.56 at Jaccard 0.4, 0.87 at 0.5 and 0.99 at 0.6, while an unrelated pair
+    (J≈0.1) collides with p≈0.003; candidates are then checked against the threshold, so extra candidates
+    cost time, never precision. bench/dedup.py: recall 0.999 on planted near-duplicates."""
+    minhash_seed: int = 1
+    """Seed of datasketch's permutations (its default), so signatures are interchangeable with `datasketch.MinHash`."""
+    lsh_index: str = "sorted"
+    """`sorted`: candidate pairs from sorting each band's keys in numpy (measured ~20x faster than
+    datasketch's MinHashLSH at 100k records, see bench/dedup.py); `datasketch`: query-then-insert
+    into MinHashLSH, the reference. Both give the same result."""
+    workers: int = 0
+    """Processes for the per-record work (parse, schema, rules, MinHash); 0 = one per CPU core, 1 = in-process."""
+    parallel_min_lines: int = 5_000
+    """Inputs shorter than this run in-process (forking workers costs ~0.1 s; 5,000 lines take ~1.3 s on one core)."""
+    chunk_lines: int = 500
+    """Lines per worker task (MinHash is vectorised over a chunk)."""
+    max_listed_bad_lines: int = 50
+    """Bad input lines listed by `file:line: rule: detail` in report.json (all are counted)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_perm < 2:
+            problems.append("num_perm must be at least 2")
+        if not 1 <= self.lsh_bands <= self.num_perm:
+            problems.append(f"lsh_bands must be between 1 and num_perm ({self.num_perm})")
+        if not 0.0 < self.rules.near_dup_threshold <= 1.0:
+            problems.append("rules.near_dup_threshold must be in (0, 1]")
+        if self.rules.near_dup_ngram < 1:
+            problems.append("rules.near_dup_ngram must be at least 1")
+        if self.lsh_index not in ("sorted", "datasketch"):
+            problems.append(f"lsh_index {self.lsh_index!r}: use 'sorted' or 'datasketch'")
+        if self.workers < 0 or self.chunk_lines < 1:
+            problems.append("workers must be >= 0 and chunk_lines >= 1")
+        if problems:
+            raise UserError("curate config: " + "; ".join(problems))
+
+    @property
+    def rows_per_band(self) -> int:
+        return self.num_perm // self.lsh_bands
+
+
+# --- items ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One input line on its way through the stage; `reason` is set by the step that rejects it."""
+
+    origin: str
+    """`generated` (a run record, counted and written) or `seed` (dedup reference only)."""
+    path: str
+    line: int
+    mbti: str
+    """The record's type; for a line that did not parse, the file's type (or `?`)."""
+    id: str = ""
+    record_json: str | None = None
+    """The validated record as canonical JSON (None when the line did not parse); `record` parses it."""
+    raw: str | None = None
+    """The line as read, kept only when it did not parse (so the reject file shows it)."""
+    reason: str | None = None
+    detail: str = ""
+    exact_key: bytes = b""
+    signature: bytes = b""
+    """MinHash values, uint32 little-endian (bytes: items cross process boundaries cheaply)."""
+    band_keys: bytes = b""
+    """One uint64 LSH key per band."""
+    dup_of: "Item | None" = None
+    """For a duplicate: the kept item (seed or earlier record) it duplicates."""
+    judge: dict[str, Any] | None = None
+    """The judge's verdict (scores, guessed type), written into the record's `meta.judge`."""
+
+    @cached_property
+    def record(self) -> Dialogue | None:
+        return Dialogue.from_dict(json.loads(self.record_json)) if self.record_json is not None else None
+
+    def set_record(self, d: Dialogue) -> None:
+        self.id, self.mbti, self.record_json = d.id, d.mbti, d.to_json()
+        self.__dict__["record"] = d  # the cached_property's slot
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("record", None)  # rebuilt from record_json on demand: pickling a Dialogue costs 5x its JSON
+        return state
+
+    @property
+    def kept(self) -> bool:
+        return self.reason is None
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class _Line:
+    origin: str
+    path: str
+    line: int
+    data: bytes
+    torn_if_bad: bool
+    """The last line of a file without a trailing newline: unparsable means cut short, not broken."""
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def run_inputs(run_dir: Path) -> list[Path]:
+    """`generated/*.jsonl` of a run: the 16 types in `MBTI_TYPES` order, then any other names sorted."""
+    files = [p for p in (run_dir / "generated").glob("*.jsonl") if p.is_file()]
+    order = {t: i for i, t in enumerate(MBTI_TYPES)}
+    return sorted(files, key=lambda p: (order.get(p.stem, len(order)), p.name))
+
+
+def seed_inputs(seeds_dir: Path) -> list[Path]:
+    return [p for t in MBTI_TYPES if (p := seeds_dir / "dialogues" / f"{t}.jsonl").is_file()]
+
+
+def _file_lines(path: Path, origin: str, shown: str) -> Iterator[_Line]:
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    for i, data in enumerate(lines, 1):
+        if data.strip():
+            yield _Line(origin, shown, i, data, i == len(lines) and not raw.endswith(b"\n"))
+
+
+def read_lines(run_dir: Path, seeds_dir: Path) -> Iterator[_Line]:
+    """Seeds first (the reference that wins a tie), then the run's generated files."""
+    for p in seed_inputs(seeds_dir):
+        yield from _file_lines(p, "seed", f"{seeds_dir.name}/dialogues/{p.name}")
+    for p in run_inputs(run_dir):
+        yield from _file_lines(p, "generated", str(p.relative_to(run_dir)))
+
+
+# --- per-record work (pure; runs in worker processes) -----------------------------------------
+
+
+def _parse(ln: _Line) -> Item:
+    stem = Path(ln.path).stem
+    item = Item(ln.origin, ln.path, ln.line, stem if stem in MBTI_TYPES else "?")
+    # Same rules and wording as schema.iter_jsonl / read_jsonl_numbered, on one line.
+    try:
+        obj = json.loads(ln.data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        item.raw = ln.data.decode("utf-8", "replace")
+        item.reject(BAD_JSON, f"not UTF-8 ({e.reason})")
+        return item
+    except json.JSONDecodeError as e:
+        item.raw = ln.data.decode("utf-8", "replace")
+        if ln.torn_if_bad:
+            item.reject(TORN_LINE, "last line is cut short (an interrupted write); it is ignored")
+        else:
+            item.reject(BAD_JSON, f"{e.msg} at column {e.colno}")
+        return item
+    try:
+        item.set_record(Dialogue.from_dict(obj))
+    except RecordError as e:
+        item.raw = ln.data.decode("utf-8")
+        item.reject(SCHEMA, f"{e.rule}: {e.detail}")
+    except (TypeError, ValueError) as e:  # e.g. a `meta` that is not an object: dict() of it raises these
+        item.raw = ln.data.decode("utf-8")
+        item.reject(SCHEMA, f"bad_field: {e}")
+    return item
+
+
+def inspect_lines(lines: list[_Line], cfg: CurateConfig) -> list[Item]:
+    """Parse, validate and apply the rules to a chunk of lines; key the records that pass for dedup."""
+    items = [_parse(ln) for ln in lines]
+    passing = []
+    for it in items:
+        if it.record_json is None:
+            continue
+        if (v := first_violation(it.record, cfg.rules)) is not None:
+            it.reject(v.rule, v.detail)
+        else:
+            passing.append(it)
+    add_dedup_keys(passing, cfg)
+    return items
+
+
+def add_dedup_keys(items: list[Item], cfg: CurateConfig) -> None:
+    """Set each item's exact key, MinHash signature and LSH band keys (vectorised over the list)."""
+    if not items:
+        return
+    normalised = [dedup_normalize(it.record.text) for it in items]
+    flat, counts = chunk_shingle_hashes(normalised, cfg.rules.near_dup_ngram)
+    sigs = minhash_flat(flat, counts, cfg.num_perm, cfg.minhash_seed)
+    keys = band_keys(sigs, cfg.lsh_bands, cfg.rows_per_band)
+    for it, text, sig, k in zip(items, normalised, sigs, keys):
+        it.exact_key, it.signature, it.band_keys = _digest(text), sig.tobytes(), k.tobytes()
+
+
+def exact_key(d: Dialogue) -> bytes:
+    """Digest of the normalised text (NFC, collapsed whitespace, ㅋㅋㅋ/ㅎㅎㅎ/!!! runs compressed)."""
+    return _digest(dedup_normalize(d.text))
+
+
+def _digest(normalised: str) -> bytes:
+    return hashlib.blake2b(normalised.encode("utf-8"), digest_size=16).digest()
+
+
+# --- MinHash ------------------------------------------------------------------------------------
+# datasketch hashes each shingle with SHA-1 in a Python loop (MinHash.update_batch): ~0.4 s per
+# 1,000 dialogues here, 40 s for 100k. The same "affine32" scheme vectorised over a chunk of
+# dialogues in numpy takes ~0.06 s per 1,000 (measured in bench/dedup.py); tests check the
+# signatures equal datasketch's own MinHash fed the same shingle hashes.
+
+_POLY = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: the polynomial base folding n code points
+_FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+
+
+def shingle_hashes(text: str, n: int) -> np.ndarray:
+    """32-bit hashes of the character n-grams `text.char_shingles(text, n)` yields (as a multiset).
+
+    >>> len(shingle_hashes("밥 먹었어?", 3))  # 밥먹었 먹었어 었어?
+    3
+    """
+    flat, _ = chunk_shingle_hashes([dedup_normalize(text)], n)
+    return flat
+
+
+def chunk_shingle_hashes(normalised: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle hashes of many normalised texts at once: `(flat hashes, count per text)`.
+
+    Spaces are dropped (Korean spacing varies), as in `char_shingles`; a text shorter than n is
+    one shingle. All texts are hashed in one pass over their concatenation (per-text numpy calls
+    cost more than the hashing), then the windows that straddle two texts are dropped.
+    """
+    texts = [t.replace(" ", "") for t in normalised]  # dedup_normalize leaves single ASCII spaces only
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
+    counts = np.where(lengths >= n, lengths - n + 1, np.minimum(lengths, 1))
+    out = np.empty(int(counts.sum()), dtype=np.uint64)
+    offsets = np.cumsum(counts) - counts
+    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    long = lengths >= n
+    if len(cp) >= n and long.any():
+        span = len(cp) - n + 1
+        h = cp[:span].copy()
+        with np.errstate(over="ignore"):
+            for i in range(1, n):
+                h = h * _POLY + cp[i:i + span]
+        starts = np.cumsum(lengths) - lengths
+        c = counts[long]
+        step = np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)  # 0, 1, ... within each text
+        out[np.repeat(offsets[long], c) + step] = h[np.repeat(starts[long], c) + step]
+    for k in np.flatnonzero(~long & (lengths > 0)):  # shorter than n: the whole text is one shingle
+        v = np.uint64(0)
+        with np.errstate(over="ignore"):
+            for ch in texts[k]:
+                v = v * _POLY + np.uint64(ord(ch))
+        out[offsets[k]] = v
+    s1, m1, m2 = _FMIX64
+    with np.errstate(over="ignore"):
+        out ^= out >> s1
+        out *= m1
+        out ^= out >> s1
+        out *= m2
+        out ^= out >> s1
+    return (out >> np.uint64(32)).astype(np.uint32), counts
+
+
+@lru_cache(maxsize=8)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2 = _FMIX32
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s1)
+
+
+def minhash_signatures(hash_lists: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
+    """`(len(hash_lists), num_perm)` uint32 signatures, equal to datasketch's affine32 `MinHash`
+    with `hashfunc` returning these hashes (fmix32 pre-mix, then `a*h + b mod 2^32`, then min)."""
+    flat = np.concatenate(hash_lists) if hash_lists else np.zeros(0, dtype=np.uint32)
+    return minhash_flat(flat, np.array([len(h) for h in hash_lists], dtype=np.int64), num_perm, seed)
+
+
+def minhash_flat(flat: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """`minhash_signatures` of texts whose hashes lie back to back in `flat` (`counts` per text)."""
+    a, b = _permutations(num_perm, seed)
+    out = np.full((len(counts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    nonempty = np.flatnonzero(counts)
+    if not len(nonempty):
+        return out
+    starts = (np.cumsum(counts) - counts)[nonempty]  # empty texts own no hashes, so reduceat skips them
+    hv = _fmix32(flat)
+    tmp = np.empty_like(hv)
+    cols = np.empty((len(nonempty), num_perm), dtype=np.uint32)
+    for k in range(num_perm):  # one permutation over the whole chunk at a time: cache-friendly
+        np.multiply(hv, a[k], out=tmp)
+        np.add(tmp, b[k], out=tmp)
+        cols[:, k] = np.minimum.reduceat(tmp, starts)
+    out[nonempty] = cols
+    return out
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """`(len(sigs), bands)` uint64 keys, one per band of `rows` consecutive values (datasketch's
+    banding): equal bands give equal keys; unequal ones collide with p≈2^-64, and a collision only
+    adds a candidate that the threshold then checks."""
+    block = sigs[:, :bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
+    keys = np.zeros((len(sigs), bands), dtype=np.uint64)
+    s1, m1, m2 = _FMIX64
+    with np.errstate(over="ignore"):
+        for r in range(rows):
+            keys ^= block[:, :, r] * _BAND_MULT[r % len(_BAND_MULT)]
+            keys ^= keys >> s1  # fmix64: every input bit reaches every output bit
+            keys *= m1
+            keys ^= keys >> s1
+            keys *= m2
+            keys ^= keys >> s1
+    return keys
+
+
+_BAND_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+
+# --- pipeline steps -----------------------------------------------------------------------------
+
+
+def inspect_all(lines: Iterable[_Line], cfg: CurateConfig, total: int) -> Iterator[Item]:
+    """`inspect_lines` over all lines, in order; in worker processes when the input is large."""
+    chunks = _chunks(lines, cfg.chunk_lines)
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers == 1 or total < cfg.parallel_min_lines:
+        for chunk in chunks:
+            yield from inspect_lines(chunk, cfg)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers) as pool:
+        for items in pool.imap(_inspect_task, ((chunk, cfg) for chunk in chunks)):
+            yield from items
+
+
+def _inspect_task(task: tuple[list[_Line], CurateConfig]) -> list[Item]:
+    return inspect_lines(*task)
+
+
+def _chunks(lines: Iterable[_Line], size: int) -> Iterator[list[_Line]]:
+    chunk: list[_Line] = []
+    for ln in lines:
+        chunk.append(ln)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def drop_exact_duplicates(items: Iterable[Item]) -> Iterator[Item]:
+    """Reject a record whose normalised text was seen before (a seed, else an earlier record)."""
+    first: dict[bytes, Item] = {}
+    for it in items:
+        if it.kept:
+            if (seen := first.get(it.exact_key)) is not None:
+                it.reject(EXACT_DUP, f"same normalised text as {_describe(seen)}")
+                it.dup_of = seen
+            else:
+                first[it.exact_key] = it
+        yield it
+
+
+def drop_near_duplicates(items: Iterable[Item], cfg: CurateConfig) -> Iterator[Item]:
+    """Reject a record whose estimated character n-gram Jaccard with a kept earlier one (a seed
+    first) reaches `rules.near_dup_threshold`; the best such match (earliest on a tie) is named.
+
+    Same decisions as querying, then inserting each kept record into an LSH index in stream
+    order (the `datasketch` setting does exactly that with MinHashLSH), computed in batch: the
+    candidate pairs come from sorting each band's keys, so the whole step is a few numpy sorts.
+    """
+    items = list(items)
+    live = [it for it in items if it.kept]
+    if cfg.lsh_index == "datasketch":
+        decisions = _near_dups_datasketch(live, cfg)
+    else:
+        decisions = _near_dups_sorted(live, cfg)
+    for j, (i, score) in decisions.items():
+        it, best = live[j], live[i]
+        it.reject(NEAR_DUP, f"character {cfg.rules.near_dup_ngram}-gram Jaccard ≈{score:.2f} with {_describe(best)}")
+        it.dup_of = best
+    yield from items
+
+
+def _describe(it: Item) -> str:
+    kind = "seed" if it.origin == "seed" else "record"
+    return f"{kind} {it.id or '?'} ({it.where()})"
+
+
+def _signature_matrix(items: list[Item], num_perm: int) -> np.ndarray:
+    return np.frombuffer(b"".join(it.signature for it in items), dtype=np.uint32).reshape(len(items), num_perm)
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """`(P, 2)` unique index pairs `(i, j)`, i < j, that share a key in at least one band (column)."""
+    n = len(keys)
+    found = []
+    for band in keys.T:
+        order = np.argsort(band, kind="stable")
+        sorted_keys = band[order]
+        group = np.concatenate(([0], np.cumsum(sorted_keys[1:] != sorted_keys[:-1])))
+        # pair each position with the ones 1, 2, ... places after it in the same bucket
+        pos = np.arange(n - 1)
+        step = 1
+        while len(pos):
+            pos = pos[pos + step < n]
+            pos = pos[group[pos] == group[pos + step]]
+            if len(pos):
+                a, b = order[pos], order[pos + step]
+                found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+            step += 1
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found).astype(np.int64)
+    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])  # one int per pair: a 1-D unique, sorted by (i, j)
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+_PAIRS_AT_ONCE = 100_000  # candidate pairs compared per numpy call: ~2 × 50 MB of signatures at 128 permutations
+
+
+def _near_dups_sorted(live: list[Item], cfg: CurateConfig) -> dict[int, tuple[int, float]]:
+    """{index of a rejected item: (index of the kept item it matches, estimated Jaccard)}."""
+    if len(live) < 2:
+        return {}
+    keys = np.frombuffer(b"".join(it.band_keys for it in live), dtype=np.uint64).reshape(len(live), cfg.lsh_bands)
+    pairs = candidate_pairs(keys)
+    sigs = _signature_matrix(live, cfg.num_perm)
+    scores = np.empty(len(pairs))
+    for lo in range(0, len(pairs), _PAIRS_AT_ONCE):
+        p = pairs[lo:lo + _PAIRS_AT_ONCE]
+        scores[lo:lo + len(p)] = (sigs[p[:, 0]] == sigs[p[:, 1]]).mean(axis=1)
+    hits = scores >= cfg.rules.near_dup_threshold
+    pairs, scores = pairs[hits], scores[hits]
+    # Greedy in stream order: j is a duplicate if a still-kept earlier i matches it.
+    by_later: dict[int, list[tuple[int, float]]] = {}
+    for (i, j), sc in zip(pairs.tolist(), scores.tolist()):
+        by_later.setdefault(j, []).append((i, sc))
+    rejected: dict[int, tuple[int, float]] = {}
+    for j in sorted(by_later):
+        kept = [(i, sc) for i, sc in by_later[j] if i not in rejected]
+        if kept:
+            rejected[j] = max(kept, key=lambda p: (p[1], -p[0]))
+    return rejected
+
+
+def _near_dups_datasketch(live: list[Item], cfg: CurateConfig) -> dict[int, tuple[int, float]]:
+    """The reference: query, then insert each kept item into datasketch's MinHashLSH, in order."""
+    lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.lsh_bands, cfg.rows_per_band))
+    sigs = _signature_matrix(live, cfg.num_perm)
+    rejected: dict[int, tuple[int, float]] = {}
+    for j in range(len(live)):
+        m = LeanMinHash(seed=cfg.minhash_seed, hashvalues=sigs[j], scheme=MINHASH_SCHEME)
+        cands = sorted(lsh.query(m))
+        if cands:
+            scores = (sigs[cands] == sigs[j]).mean(axis=1)
+            best = int(np.argmax(scores))  # the earliest on a tie
+            if scores[best] >= cfg.rules.near_dup_threshold:
+                rejected[j] = (cands[best], float(scores[best]))
+                continue
+        lsh.insert(j, m, check_duplication=False)
+    return rejected
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CurateReport:
+    """What curate did: counts per reason and per type, dedup and judge numbers. `to_json()` is report.json."""
+
+    run: str
+    total: int
+    kept: int
+    reasons: Counter[str]
+    by_type: dict[str, Counter[str]]
+    """type → {"total", "kept", reason: count, ...} over the run's records."""
+    dedup: dict[str, Any]
+    seeds: dict[str, int]
+    bad_lines: list[str]
+    judge: dict[str, Any] | None
+    config: dict[str, Any]
+    files: dict[str, str]
+
+    def summary(self) -> str:
+        """`kept 812/1000 (too_short=97, persona_break=55, near_dup=36)`: reasons by count, then name."""
+        parts = ", ".join(f"{r}={n}" for r, n in _ordered(self.reasons))
+        return f"kept {self.kept}/{self.total}" + (f" ({parts})" if parts else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run, "summary": self.summary(), "total": self.total, "kept": self.kept,
+            "rejected": dict(_ordered(self.reasons)),
+            "dedup": self.dedup,
+            "judge": self.judge,
+            "by_type": {t: dict(c) for t, c in self.by_type.items()},
+            "seeds": self.seeds,
+            "bad_lines": self.bad_lines,
+            "files": self.files,
+            "config": self.config,
+        }
+
+    def table(self) -> "Any":
+        """A rich Table, type × reason, with a total row."""
+        from rich.table import Table
+
+        reasons = [r for r, _ in _ordered(self.reasons)]
+        t = Table(title=f"curate · run {self.run} · records per type and reject reason", title_justify="left")
+        t.add_column("type")
+        for col in ["total", "kept", *reasons]:
+            t.add_column(col, justify="right")
+        for mbti, c in self.by_type.items():
+            t.add_row(mbti, str(c["total"]), str(c["kept"]), *[str(c.get(r, 0) or "") for r in reasons])
+        t.add_row("all", str(self.total), str(self.kept), *[str(self.reasons[r]) for r in reasons], style="bold")
+        return t
+
+
+    def judge_table(self) -> "Any":
+        """A rich Table of the judge's agreement with the claimed type, per type and per axis."""
+        from rich.table import Table
+
+        j = self.judge or {}
+        t = Table(title=f"judge · {j.get('model', '')} · blind guess vs claimed type, mean scores 1-5",
+                  title_justify="left")
+        cols = ["judged", "type", "E/I", "S/N", "T/F", "J/P", "persona", "natural", "engaging"]
+        t.add_column("type")
+        for col in cols:
+            t.add_column(col if col != "type" else "exact", justify="right")
+
+        def row(a: dict[str, Any]) -> list[str]:
+            if not a.get("judged"):
+                return ["0"] + [""] * (len(cols) - 1)
+            return ([str(a["judged"]), f"{a['type']:.0%}"] + [f"{a['axes'][ax]:.0%}" for ax in ("E/I", "S/N", "T/F", "J/P")]
+                    + [f"{a['mean'][s]:.1f}" for s in ("persona", "naturalness", "engagement")])
+
+        for mbti, a in (j.get("by_type") or {}).items():
+            t.add_row(mbti, *row(a))
+        t.add_row("all", *row(j.get("agreement") or {}), style="bold")
+        return t
+
+
+def _ordered(counts: Counter[str]) -> list[tuple[str, int]]:
+    return sorted(((r, n) for r, n in counts.items() if n), key=lambda rn: (-rn[1], rn[0]))
+
+
+def find_run(out: Path, run: str) -> Path:
+    """`<out>/runs/<run>`, or a UserError naming the runs that do exist."""
+    runs = Path(out) / "runs"
+    run_dir = runs / run
+    if not run or "/" in run or run in (".", ".."):
+        raise UserError(f"--run {run!r} is not a run name; pass the folder name under {runs}")
+    if not run_dir.is_dir():
+        have = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        hint = f"runs there: {', '.join(have)}" if have else "there are no runs yet; start one with `datagen generate`"
+        raise UserError(f"no run {run!r} in {runs} ({hint})")
+    if not any(p.read_bytes().strip() for p in run_inputs(run_dir)):
+        raise UserError(f"run {run!r} has no generated records ({run_dir / 'generated'}/*.jsonl); "
+                        f"run `datagen generate --run {run}` first")
+    return run_dir
+
+
+def curate(run: str, out: Path = DEFAULT_OUT, cfg: CurateConfig = CurateConfig(),
+           seeds_dir: Path = DEFAULT_SEEDS_DIR, judge: "Callable[[list[Item]], dict[str, Any]] | None" = None
+           ) -> CurateReport:
+    """Curate `<out>/runs/<run>`: read, dedup, filter, judge (when given), write; return the report.
+
+    `judge` is `datagen.judge.Judge(...).apply`: it sets `persona` / `judge_failed` rejects on the
+    kept items and returns its agreement numbers. Raises UserError on a missing or empty run.
+    """
+    run_dir = find_run(out, run)
+    seeds_dir = Path(seeds_dir)
+    if not (seeds_dir / "dialogues").is_dir():
+        raise UserError(f"seeds folder {seeds_dir} has no dialogues/; pass --seeds DIR (the dedup reference)")
+    total_lines = sum(p.read_bytes().count(b"\n") + 1 for p in run_inputs(run_dir))
+
+    items: Iterable[Item] = inspect_all(read_lines(run_dir, seeds_dir), cfg, total_lines)
+    items = drop_exact_duplicates(items)
+    items = drop_near_duplicates(items, cfg)
+    items = list(items)
+    judge_stats = judge([it for it in items if it.origin == "generated"]) if judge else None
+
+    report = build_report(run, items, cfg, judge_stats)
+    write_outputs(run_dir, items, report)
+    return report
+
+
+def build_report(run: str, items: list[Item], cfg: CurateConfig, judge_stats: dict[str, Any] | None) -> CurateReport:
+    gen = [it for it in items if it.origin == "generated"]
+    seeds = [it for it in items if it.origin == "seed"]
+    reasons: Counter[str] = Counter(it.reason for it in gen if it.reason)
+    by_type: dict[str, Counter[str]] = {}
+    for t in [*MBTI_TYPES, "?"]:
+        group = [it for it in gen if it.mbti == t]
+        if group:
+            c: Counter[str] = Counter(total=len(group), kept=sum(it.kept for it in group))
+            c.update(it.reason for it in group if it.reason)
+            by_type[t] = c
+    dups = [it for it in gen if it.reason in (EXACT_DUP, NEAR_DUP)]
+    dedup = {
+        "exact_dup": reasons[EXACT_DUP], "near_dup": reasons[NEAR_DUP],
+        "of_a_seed": sum(it.dup_of.origin == "seed" for it in dups if it.dup_of),
+        "across_types": sum(it.dup_of.mbti != it.mbti for it in dups if it.dup_of),
+        "method": (f"MinHash LSH over character {cfg.rules.near_dup_ngram}-grams, Jaccard ≥ "
+                   f"{cfg.rules.near_dup_threshold}, {cfg.num_perm} permutations, "
+                   f"{cfg.lsh_bands} bands × {cfg.rows_per_band} rows"),
+    }
+    bad = [it for it in gen + seeds if it.reason in (SCHEMA, BAD_JSON, TORN_LINE)]
+    return CurateReport(
+        run=run, total=len(gen), kept=sum(it.kept for it in gen), reasons=reasons, by_type=by_type, dedup=dedup,
+        seeds={"read": len(seeds), "reference": sum(it.kept for it in seeds),
+               **{f"not_reference_{r}": n for r, n in _ordered(Counter(it.reason for it in seeds if it.reason))}},
+        bad_lines=[f"{it.where()}: {it.reason}: {it.detail}" for it in bad[:cfg.max_listed_bad_lines]],
+        judge=judge_stats, config=_jsonable(asdict(cfg)),
+        files={"curated": CURATED_FILE, "rejected": REJECTED_FILE, "report": REPORT_FILE},
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_outputs(run_dir: Path, items: list[Item], report: CurateReport) -> None:
+    """curated.jsonl, curated_rejected.jsonl and report.json, each written atomically."""
+    kept, rejected = [], []
+    for it in items:
+        if it.origin != "generated":
+            continue
+        if it.kept:
+            kept.append(_record_json(it))
+        else:
+            rejected.append(_reject_json(it))
+    _write_lines(run_dir / CURATED_FILE, kept)
+    _write_lines(run_dir / REJECTED_FILE, rejected)
+    _write_text(run_dir / REPORT_FILE, json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n")
+
+
+def _record_json(it: Item) -> str:
+    assert it.record_json is not None
+    if it.judge is None:
+        return it.record_json
+    obj = json.loads(it.record_json)
+    obj["meta"] = {**obj["meta"], "judge": it.judge}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def _reject_json(it: Item) -> str:
+    head = json.dumps({"reason": it.reason, "detail": it.detail, "file": it.path, "line": it.line},
+                      ensure_ascii=False)[:-1]
+    if it.record_json is not None:
+        return f"{head}, \"record\": {_record_json(it)}}}"
+    return f"{head}, \"record\": null, \"raw\": {json.dumps(it.raw, ensure_ascii=False)}}}"
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    _write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
