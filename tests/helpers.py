@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from datagen.checks import CheckConfig, first_violation
 from datagen.schema import Dialogue
+from datagen.seed_check import format_seeds
 
 GOOD_MESSAGES = [
     {"role": "user", "content": "요즘 이직할까 말까 계속 고민돼요. 회사가 싫은 건 아닌데 뭔가 정체된 느낌이라서요."},
@@ -39,3 +44,33 @@ def assert_rejected(d: Dialogue, rule: str, cfg: CheckConfig = CheckConfig()) ->
 def assert_kept(d: Dialogue, cfg: CheckConfig = CheckConfig()) -> None:
     v = first_violation(d, cfg)
     assert v is None, f"expected no violation, got {v}"
+
+
+# A small persona profile with every required key, for seeds folders built in tests.
+PERSONA = {
+    "nickname": "꼼꼼한 기록가", "summary": "차분하게 사실부터 확인하는 대화 상대.",
+    "functions": {"dominant": "내향 감각 (Si)", "auxiliary": "외향 사고 (Te)"},
+    "traits": ["약속을 지킨다.", "사실을 먼저 본다.", "차분하다.", "계획을 세운다.", "책임감이 강하다."],
+    "speaking_style": {"tone": "차분하다.", "sentence_habits": "결론부터 말한다.", "expressions": ["일단 정리해 보면"],
+                       "length": "두세 문장."},
+    "reactions": {"worry": "구체적으로 묻는다.", "conflict": "사실을 정리한다.", "good_news": "담백하게 축하한다.",
+                  "plan_change": "대안을 세운다."},
+    "avoids": ["과장"], "sample_lines": ["일단 순서대로 정리해 볼까요?"],
+}
+
+
+SEED_TOPICS = ("이직 고민", "이사", "발표 준비", "자격증 공부")
+
+
+def write_seeds(root: Path, dialogues: dict[str, list[dict]], personas=("ISTJ", "ENFP"), topics=SEED_TOPICS) -> Path:
+    """A seeds folder: a PERSONA profile per type, topics.yaml, and the given dialogue rows (ids filled in)."""
+    (root / "personas").mkdir(parents=True, exist_ok=True)
+    (root / "dialogues").mkdir(parents=True, exist_ok=True)
+    for t in personas:
+        (root / "personas" / f"{t}.yaml").write_text(yaml.safe_dump({"mbti": t} | PERSONA, allow_unicode=True), "utf-8")
+    (root / "topics.yaml").write_text(yaml.safe_dump({"topics": list(topics)}, allow_unicode=True), "utf-8")
+    for t, rows in dialogues.items():
+        (root / "dialogues" / f"{t}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    format_seeds(root)
+    return root

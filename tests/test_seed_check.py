@@ -3,26 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
 
 from datagen.checks import CheckConfig
 from datagen.seed_check import SeedCheckConfig, check_seeds, format_seeds
 from datagen.seeds import load_personas
-from tests.helpers import GOOD_MESSAGES
+from tests.helpers import GOOD_MESSAGES, write_seeds
 from tests.test_checks import CASUAL
 
 TYPES = ("ISTJ", "ENFP")
-PERSONA = {
-    "nickname": "꼼꼼한 기록가", "summary": "차분하게 사실부터 확인하는 대화 상대.",
-    "functions": {"dominant": "내향 감각 (Si)", "auxiliary": "외향 사고 (Te)"},
-    "traits": ["약속을 지킨다.", "사실을 먼저 본다.", "차분하다.", "계획을 세운다.", "책임감이 강하다."],
-    "speaking_style": {"tone": "차분하다.", "sentence_habits": "결론부터 말한다.", "expressions": ["일단 정리해 보면"],
-                       "length": "두세 문장."},
-    "reactions": {"worry": "구체적으로 묻는다.", "conflict": "사실을 정리한다.", "good_news": "담백하게 축하한다.",
-                  "plan_change": "대안을 세운다."},
-    "avoids": ["과장"], "sample_lines": ["일단 순서대로 정리해 볼까요?"],
-}
 MORE_POLITE = [
     {"role": "user", "content": "다음 주에 팀 발표가 있는데 벌써부터 떨려요."},
     {"role": "assistant", "content": "발표가 몇 분짜리예요? 시간부터 알면 준비할 분량이 정해지거든요."},
@@ -39,24 +27,10 @@ MORE_CASUAL = [
     {"role": "user", "content": "떡볶이 먹고 싶다."},
     {"role": "assistant", "content": "좋아, 퇴근하고 바로 가자. 내가 살게."},
 ]
-TOPICS = ["이직 고민", "이사", "발표 준비", "자격증 공부"]
 
 
 def record(mbti, topic, messages, register, **extra):
     return {"mbti": mbti, "topic": topic, "messages": messages, "source": "seed", "meta": {"register": register}} | extra
-
-
-def write_seeds(root: Path, dialogues: dict[str, list[dict]], personas=TYPES, topics=TOPICS) -> Path:
-    (root / "personas").mkdir(parents=True, exist_ok=True)
-    (root / "dialogues").mkdir(parents=True, exist_ok=True)
-    for t in personas:
-        (root / "personas" / f"{t}.yaml").write_text(yaml.safe_dump({"mbti": t} | PERSONA, allow_unicode=True), "utf-8")
-    (root / "topics.yaml").write_text(yaml.safe_dump({"topics": topics}, allow_unicode=True), "utf-8")
-    for t, rows in dialogues.items():
-        (root / "dialogues" / f"{t}.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    format_seeds(root)
-    return root
 
 
 def good_set(mbti):
