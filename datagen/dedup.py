@@ -5,8 +5,10 @@
 rewrites of one chat still share ~0.7 of their 3-grams) in a datasketch `MinHashLSH`.
 A query asks the LSH for candidates and keeps those whose estimated Jaccard reaches the
 threshold, so the cost per query does not grow with the pool (pairwise comparison does:
-see bench/dedup_cost.py). Generation uses it online against each type's pool; curation
-uses the same class for global dedup.
+see bench/generate_throughput.py). Generation uses it online against each type's pool.
+Curation dedups a whole run at once with a batch version of the same scheme
+(datagen/curate.py: datasketch's permutations computed in numpy per chunk, checked equal
+to datasketch's own MinHash in tests/test_curate.py).
 
 Never use rouge_score's default tokenizer on Korean: it keeps only `[a-z0-9]`, so two
 identical Korean sentences score 0.0.

@@ -91,6 +91,7 @@ class Dialogue:
     """One multi-turn chat. The persona is the assistant; the user is an ordinary person."""
 
     id: str
+    """`TYPE-<12 hex>`; None when building computes it from the messages (see `build`)."""
     mbti: str
     topic: str
     messages: tuple[dict[str, str], ...]
@@ -106,19 +107,21 @@ class Dialogue:
             raise RecordError("bad_source", f"source {self.source!r}; use one of {', '.join(SOURCES)}")
         if not isinstance(self.meta, dict):
             raise RecordError("bad_meta", "meta must be an object")
-        object.__setattr__(self, "messages", tuple(validate_messages(list(self.messages))))
-        expected = dialogue_id(self.mbti, list(self.messages))
-        if self.id != expected:
+        # The one place messages are validated and hashed (generate and curate build every record).
+        raw = list(self.messages) if isinstance(self.messages, tuple) else self.messages
+        msgs = validate_messages(raw)
+        object.__setattr__(self, "messages", tuple(msgs))
+        expected = dialogue_id(self.mbti, msgs)
+        if self.id is None:
+            object.__setattr__(self, "id", expected)
+        elif self.id != expected:
             raise RecordError("id_mismatch", f"id {self.id!r} does not match its messages; expected {expected!r}")
 
     @classmethod
     def build(cls, mbti: str, topic: str, messages: list[dict[str, str]], source: str = "generated",
               meta: dict[str, Any] | None = None) -> "Dialogue":
         """Build a record and compute its stable id."""
-        msgs = validate_messages(messages)
-        if mbti not in MBTI_TYPES:  # before hashing, so the error names the type, not the id
-            raise RecordError("unknown_mbti", f"{mbti!r} is not one of the 16 types: {' '.join(MBTI_TYPES)}")
-        return cls(id=dialogue_id(mbti, msgs), mbti=mbti, topic=topic, messages=tuple(msgs),
+        return cls(id=None, mbti=mbti, topic=topic, messages=messages,  # type: ignore[arg-type]
                    source=source, meta=dict(meta or {}))
 
     @classmethod
@@ -142,6 +145,8 @@ class Dialogue:
             raise RecordError("no_messages", "messages must be a non-empty list")
         if fill_id and "id" not in obj:
             return cls.build(obj["mbti"], obj["topic"], obj["messages"], obj.get("source", "generated"), meta)
+        if not isinstance(obj["id"], str):
+            raise RecordError("bad_id", f"id must be a string like 'ISTJ-3f2a9c1e0b7d', not {obj['id']!r}")
         # __post_init__ validates the messages (once) and checks the id against them
         return cls(id=obj["id"], mbti=obj["mbti"], topic=obj["topic"], messages=tuple(obj["messages"]),
                    source=obj.get("source", "generated"), meta=dict(meta))

@@ -68,7 +68,7 @@ def test_from_dict_checks_id_and_fields():
         Dialogue.from_dict(d.to_dict() | {"extra": 1})
     assert e.value.rule == "unknown_field"
     for bad, rule in (({"meta": "x"}, "bad_meta"), ({"messages": "안녕"}, "no_messages"), ({"mbti": 3}, "unknown_mbti"),
-                      ({"topic": None}, "empty_topic")):
+                      ({"topic": None}, "empty_topic"), ({"id": None}, "bad_id")):
         with pytest.raises(RecordError) as e:
             Dialogue.from_dict(d.to_dict() | bad)
         assert e.value.rule == rule

@@ -39,6 +39,8 @@ def persona_system_prompt(mbti: str) -> str:
 
 def load_chat_model(cfg: TrainConfig, use: str = "auto"):
     """(model, tokenizer, tokens, description): the merged model, or the base (4-bit if so trained) + adapter."""
+    if use not in USES:
+        raise UserError(f"use={use!r}: pick one of {', '.join(USES)}")
     check_runtime(cfg, for_training=False)
     device = resolve_device(cfg)
     merged = cfg.merged_dir
