@@ -24,6 +24,8 @@ PERSONA_KEYS: dict[str, type] = {
 FUNCTION_KEYS = ("dominant", "auxiliary")
 STYLE_KEYS = ("tone", "sentence_habits", "expressions", "length")
 REACTION_KEYS = ("worry", "conflict", "good_news", "plan_change")
+REGISTER_KEYS = ("존댓말", "반말")
+"""`speaking_style.expressions` may be a list, or a mapping with one list per register (the seeds use that)."""
 MIN_TRAITS = 5
 
 
@@ -52,7 +54,7 @@ class Persona:
             "핵심 성향:", *[f"- {t}" for t in self.traits],
             f"말투: {s['tone']}",
             f"문장 습관: {s['sentence_habits']}",
-            f"자주 쓰는 표현: {', '.join(s['expressions'])}",
+            *self.expression_lines(),
             f"말하는 분량: {s['length']}",
             f"고민을 들으면: {r['worry']}",
             f"갈등 상황에서: {r['conflict']}",
@@ -62,6 +64,17 @@ class Persona:
             "이 사람다운 말:", *[f"- {x}" for x in self.sample_lines],
         ]
         return "\n".join(lines)
+
+    def expression_lines(self) -> list[str]:
+        """`자주 쓰는 표현` lines of the profile text: one per register when the profile gives both.
+
+        The generation prompt asks for 존댓말 and 반말 dialogues side by side, so each register's
+        expressions are shown as they would be said in it (a 반말 list alone got copied into 존댓말 chats).
+        """
+        ex = self.speaking_style["expressions"]
+        if isinstance(ex, dict):
+            return [f"자주 쓰는 표현 ({reg} 대화에서): {', '.join(ex[reg])}" for reg in REGISTER_KEYS]
+        return [f"자주 쓰는 표현: {', '.join(ex)}"]
 
     def system_prompt(self) -> str:
         """The Korean system message that names the persona in published data, training and chat."""
@@ -91,9 +104,25 @@ def _check_persona_obj(obj: Any, path: Path, expected: str) -> list[LineError]:
         for k in sub:
             if not obj[key].get(k):
                 problems.append(_problem(path, "persona_field_missing", f"missing key '{key}.{k}'"))
+    problems.extend(_check_expressions(obj["speaking_style"].get("expressions"), path))
     if len(obj["traits"]) < MIN_TRAITS:
         problems.append(_problem(path, "persona_traits", f"{len(obj['traits'])} traits; write at least {MIN_TRAITS}"))
     return problems
+
+
+def _check_expressions(ex: Any, path: Path) -> list[LineError]:
+    def strings(x: Any) -> bool:
+        return isinstance(x, list) and bool(x) and all(isinstance(v, str) and v.strip() for v in x)
+
+    if isinstance(ex, dict):
+        if set(ex) != set(REGISTER_KEYS) or not all(strings(ex[k]) for k in REGISTER_KEYS):
+            return [_problem(path, "persona_field_type", "'speaking_style.expressions' as a mapping needs exactly "
+                             f"{' and '.join(REGISTER_KEYS)}, each a non-empty list of phrases")]
+        return []
+    if ex is not None and not strings(ex):
+        return [_problem(path, "persona_field_type", "'speaking_style.expressions' must be a list of phrases, or "
+                         f"{' / '.join(REGISTER_KEYS)} lists")]
+    return []
 
 
 def load_personas(seeds_dir: str | Path = DEFAULT_SEEDS_DIR,
