@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from datagen.errors import UserError
-from train.chat import chat_loop, generate_reply, load_chat_model, persona_system_prompt
+from train.chat import chat_loop, generate_reply, load_chat_model
+from train.personas import PersonaPrompt, persona_for
 from train.config import TrainConfig
 from train.data import prepare_tokenizer
 from train.merge import merge
@@ -87,7 +87,8 @@ def test_a_reply_cut_by_max_new_tokens_is_marked(scripted):
 
 def test_the_chat_loop_keeps_history_and_resets(scripted, monkeypatch):
     model, tok, tokens, _, _ = scripted
-    monkeypatch.setattr("train.chat.persona_system_prompt", lambda mbti: SYSTEM)
+    monkeypatch.setattr("train.chat.checkpoint_personas", lambda cfg, note: {"ENFP": PersonaPrompt("ENFP", SYSTEM)})
+    monkeypatch.setattr("train.chat.require_adapter", lambda cfg: None)
     monkeypatch.setattr("train.chat.load_chat_model", lambda cfg, use: (model, tok, tokens, "scripted model"))
     seen = []
     real = generate_reply
@@ -103,14 +104,13 @@ def test_the_chat_loop_keeps_history_and_resets(scripted, monkeypatch):
     assert text.startswith("ENFP persona, scripted model.") and text.count("ENFP> ") == 3 and REPLY in text
 
 
-def test_persona_prompts_come_from_the_seeds(monkeypatch):
+def test_persona_lookup_names_the_types_the_checkpoint_knows():
+    personas = {"ENFP": PersonaPrompt("ENFP", SYSTEM)}
     with pytest.raises(UserError, match="use one of the 16 types"):
-        persona_system_prompt("ABCD")
-    monkeypatch.setattr("datagen.seeds.load_personas",
-                        lambda: ({"ENFP": SimpleNamespace(system_prompt=lambda: SYSTEM)}, []))
-    assert persona_system_prompt("enfp") == SYSTEM
-    with pytest.raises(UserError, match=r"no usable persona profile for ISTJ .*\(usable: ENFP\)"):
-        persona_system_prompt("ISTJ")
+        persona_for(personas, "ABCD")
+    assert persona_for(personas, "enfp").system_prompt == SYSTEM
+    with pytest.raises(UserError, match=r"no persona for ISTJ \(it knows: ENFP\)"):
+        persona_for(personas, "ISTJ")
 
 
 def test_chat_loads_the_adapter_or_the_merged_model(tmp_path):

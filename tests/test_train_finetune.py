@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,15 +15,21 @@ from train.config import load_config
 from train.data import DataError
 from train.finetune import finetune
 from train.model import keep_4bit_layers_trainable_on_cpu, load_base_model, load_tokenizer
-from train.tiny import SAMPLE_CHATS, SAMPLE_TEXTS, build_tiny_model, seed_texts, train_tiny_tokenizer
+from train.chat import checkpoint_personas
+from train.personas import PERSONAS_FILE, seed_personas
+from train.tiny import (SAMPLE_CHATS, SAMPLE_TEXTS, SYSTEM_ENFP, SYSTEM_ISTJ, build_tiny_model, seed_texts,
+                        train_tiny_tokenizer)
 
 TINY = Path(__file__).resolve().parent.parent / "train" / "configs" / "tiny-cpu.yaml"
 
 
 def write_dataset(path: Path, train, test=None) -> Path:
-    splits = {"train": Dataset.from_dict({"messages": train})}
+    def rows(chats):  # the published shape: mbti beside messages (the tiny chats are ISTJ or ENFP)
+        return {"mbti": ["ISTJ" if c[0]["content"] == SYSTEM_ISTJ else "ENFP" for c in chats], "messages": chats}
+
+    splits = {"train": Dataset.from_dict(rows(train))}
     if test:
-        splits["test"] = Dataset.from_dict({"messages": test})
+        splits["test"] = Dataset.from_dict(rows(test))
     DatasetDict(splits).save_to_disk(str(path))
     return path
 
@@ -79,7 +86,7 @@ def test_what_is_saved_and_the_resolved_config(run):
     out = result.checkpoint_dir
     assert out == cfg.checkpoint_dir
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
-                 "train_config.yaml", "metrics.json"):
+                 "train_config.yaml", "metrics.json", PERSONAS_FILE):
         assert (out / name).is_file(), name
     saved = load_config(out / "train_config.yaml")
     assert (saved.eot_token, saved.pad_token, saved.lora_r) == ("<|eot_id|>", "<|finetune_right_pad_id|>", 16)
@@ -91,6 +98,23 @@ def test_what_is_saved_and_the_resolved_config(run):
     assert any(line.startswith("train: kept 8/8 chats") for line in lines)
     assert any(line.startswith("packed 8 chats into ") for line in lines)
     assert lines[-1].startswith(f"saved adapter to {out} (40 steps")
+
+
+def test_the_checkpoint_holds_the_persona_prompts_it_trained_on(run, tmp_path):
+    cfg, _, lines = run
+    saved = json.loads((cfg.checkpoint_dir / PERSONAS_FILE).read_text(encoding="utf-8"))
+    assert {t: (p["system_prompt"], p["chats"]) for t, p in saved["personas"].items()} == {
+        "ENFP": (SYSTEM_ENFP, 4), "ISTJ": (SYSTEM_ISTJ, 4)}
+    assert saved["personas"]["ENFP"]["nickname"] == seed_personas()["ENFP"].nickname  # display name from seeds/
+    assert "persona prompts of 2 type(s) saved with the checkpoint (ENFP ISTJ)" in lines
+    # chat reads the checkpoint, not seeds/: the seeds' ISTJ prompt differs from what was trained on
+    notes: list[str] = []
+    assert checkpoint_personas(cfg, note=notes.append)["ISTJ"].system_prompt == SYSTEM_ISTJ != seed_personas()["ISTJ"].system_prompt
+    assert notes == []
+    # a checkpoint from before personas were saved: seeds/ now, said in one line
+    old = dataclasses.replace(cfg, output_dir=str(tmp_path), name="old")
+    assert checkpoint_personas(old, note=notes.append)["ISTJ"].system_prompt == seed_personas()["ISTJ"].system_prompt
+    assert len(notes) == 1 and "personas.json not found" in notes[0]
 
 
 def test_the_saved_adapter_reloads_to_the_same_logits(run):

@@ -2,7 +2,8 @@
 
     python -m train chat --config train/configs/bllossom-8b.yaml --mbti ENFP
 
-The persona's system prompt is the one the dataset was built with (`seeds/personas/<TYPE>.yaml`).
+The persona's system prompt is the one the model was trained with (`personas.json` in the checkpoint,
+train/personas.py); a checkpoint without it falls back to `seeds/personas/` with a one-line note.
 The model is the merged one when `merge` has been run (else the 4-bit base plus the adapter);
 `--adapter` / `--merged` choose. Type `/reset` to start over, `/exit` (or Ctrl-D) to quit.
 """
@@ -17,24 +18,18 @@ from train.config import TrainConfig, check_runtime, resolve_device
 from train.data import ChatTokens, render
 from train.merge import require_adapter
 from train.model import ModelSourceError, load_base_model, load_tokenizer, prepare_model_source
+from train.personas import PersonaPrompt, load_personas, persona_for, read_personas
 
 USES = ("auto", "adapter", "merged")
 
 
-def persona_system_prompt(mbti: str) -> str:
-    """The Korean system message for one of the 16 types, from seeds/personas/."""
-    from datagen.schema import MBTI_TYPES
-    from datagen.seeds import load_personas
-
-    mbti = mbti.upper()
-    if mbti not in MBTI_TYPES:
-        raise UserError(f"--mbti {mbti}: use one of the 16 types: {' '.join(MBTI_TYPES)}")
-    personas, _ = load_personas()
-    if mbti not in personas:
-        have = " ".join(sorted(personas)) or "none"
-        raise UserError(f"no usable persona profile for {mbti} in seeds/personas/ (usable: {have}); "
-                        "`datagen seeds check` says what is missing")
-    return personas[mbti].system_prompt()
+def checkpoint_personas(cfg: TrainConfig, note: Callable[[str], None] = print) -> dict[str, PersonaPrompt]:
+    """The persona prompts the checkpoint was trained with (adapter folder, else merged/), else seeds/ with a note."""
+    for folder in (cfg.checkpoint_dir, cfg.merged_dir):
+        saved = read_personas(folder)
+        if saved is not None:
+            return saved
+    return load_personas(cfg.checkpoint_dir, note=note)
 
 
 def load_chat_model(cfg: TrainConfig, use: str = "auto"):
@@ -111,7 +106,9 @@ def generate_reply(model, tokenizer, tokens: ChatTokens, messages: list[dict[str
 def chat_loop(cfg: TrainConfig, mbti: str, use: str = "auto", input_fn: Callable[[str], str] = input,
               out: Callable[..., None] = print) -> None:
     """Interactive chat in the terminal; history kept until /reset."""
-    system = persona_system_prompt(mbti)  # before loading anything: a typo fails in a second
+    if not (cfg.checkpoint_dir.is_dir() or cfg.merged_dir.is_dir()):
+        require_adapter(cfg)  # says which command makes one
+    system = persona_for(checkpoint_personas(cfg, note=out), mbti).system_prompt  # before loading the model
     model, tokenizer, tokens, what = load_chat_model(cfg, use)
     out(f"{mbti.upper()} persona, {what}. /reset starts over, /exit quits.")
     history = [{"role": "system", "content": system}]

@@ -340,6 +340,8 @@ class PreparedData:
     train: Any
     eval: Any | None
     report: list[str]
+    personas: dict[str, Any] = field(default_factory=dict)
+    """type → `train.personas.PersonaPrompt`: the system prompts of the training split, saved with the checkpoint."""
 
 
 def pack(ds, max_seq_len: int):
@@ -382,6 +384,8 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
         train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
     train, stats = encode_chats(tokenizer, train_rows["messages"], tokens.eot_id, cfg.max_seq_len)
     report = [stats.summary(cfg.train_split)]
+    personas, notes = training_personas(train_rows)
+    report += notes
     if stats.kept == 0:
         raise DataError(f"no usable training chat in {cfg.dataset} ({report[0]}); each needs user/assistant turns "
                         "ending with assistant, and the first reply must fit in max_seq_len")
@@ -401,4 +405,15 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
         report.append(f"packed {n} chats into {len(train)} rows of <= {cfg.max_seq_len} tokens; padding 0%")
     else:
         report.append(f"padded batches: {padding_share(train, cfg.batch_size, False):.1%} padding")
-    return PreparedData(train=train, eval=evald, report=report)
+    return PreparedData(train=train, eval=evald, report=report, personas=personas)
+
+
+def training_personas(rows) -> tuple[dict[str, Any], list[str]]:
+    """The system prompt per type in the training rows (saved as personas.json), and lines to report."""
+    from train.personas import collect_personas
+
+    if "mbti" not in rows.column_names:
+        return {}, ["no 'mbti' column: no persona prompts saved with the checkpoint (chat falls back to seeds/)"]
+    personas, notes = collect_personas({"mbti": t, "messages": m} for t, m in zip(rows["mbti"], rows["messages"]))
+    return personas, notes + [f"persona prompts of {len(personas)} type(s) saved with the checkpoint "
+                              f"({' '.join(personas)})"]

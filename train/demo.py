@@ -58,8 +58,7 @@ def pick_personas(available: list[str]) -> list[str]:
 
 def run_demo(overrides: list[str] | None = None, out: Callable[..., None] = print, seeds_dir: Path | None = None) -> None:
     """Seeds → dataset → one minute of CPU QLoRA on a tiny random model → two persona replies."""
-    from datagen.seeds import load_personas
-    from train.chat import generate_reply, load_chat_model
+    from train.chat import checkpoint_personas, generate_reply, load_chat_model
     from train.config import load_config
     from train.finetune import finetune
 
@@ -84,10 +83,10 @@ def run_demo(overrides: list[str] | None = None, out: Callable[..., None] = prin
     from transformers import set_seed
 
     model, tokenizer, tokens, _ = load_chat_model(cfg, use="adapter")
-    personas, _ = load_personas(*([seeds_dir] if seeds_dir else []))
+    personas = checkpoint_personas(cfg, note=out)  # the prompts it was trained with (personas.json)
     for mbti in pick_personas([t for t in types if t in personas]):
         set_seed(cfg.seed)
-        messages = [{"role": "system", "content": personas[mbti].system_prompt()},
+        messages = [{"role": "system", "content": personas[mbti].system_prompt},
                     {"role": "user", "content": DEMO_QUESTION}]
         out(f"\n   [{mbti}] 나: {DEMO_QUESTION}")
         out(f"   [{mbti}] 답: ", end="", flush=True)

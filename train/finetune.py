@@ -10,7 +10,8 @@ is ours (train/data.py says why).
     accelerate launch -m train train --config ...            # DDP on every visible GPU
 
 Output in `outputs/checkpoints/<name>/`: the LoRA adapter, the tokenizer (with its chat template and
-pad token), `train_config.yaml` (resolved) and `metrics.json`; resumable trainer checkpoints in
+pad token), `personas.json` (the system prompts trained on, train/personas.py), `train_config.yaml`
+(resolved) and `metrics.json`; resumable trainer checkpoints in
 `trainer/`. A rerun with the same name resumes from the newest of those.
 """
 
@@ -27,6 +28,7 @@ from typing import Any, Callable
 from train.config import TrainConfig, check_runtime, resolve_device, save_config
 from train.data import ChatTokens, PreparedData, build_datasets, make_collator
 from train.model import add_lora, load_base_model, load_tokenizer, prepare_model_source
+from train.personas import save_personas
 
 
 @dataclass
@@ -109,12 +111,15 @@ def last_trainer_checkpoint(cfg: TrainConfig) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
-def save_checkpoint(cfg: TrainConfig, trainer, tokenizer, tokens: ChatTokens, metrics: dict[str, Any]) -> Path:
-    """Adapter + tokenizer + resolved config + metrics into `<output_dir>/<name>/`."""
+def save_checkpoint(cfg: TrainConfig, trainer, tokenizer, tokens: ChatTokens, metrics: dict[str, Any],
+                    personas: dict[str, Any] | None = None) -> Path:
+    """Adapter + tokenizer + persona prompts + resolved config + metrics into `<output_dir>/<name>/`."""
     out = cfg.checkpoint_dir
     trainer.save_model(str(out))  # a PeftModel saves only the adapter
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
+        if personas:
+            save_personas(out, personas, source=cfg.dataset)
         resolved = dataclasses.replace(cfg, eot_token=tokens.eot, pad_token=tokens.pad)
         save_config(resolved, out / "train_config.yaml")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -156,7 +161,7 @@ def finetune(cfg: TrainConfig, log: Callable[[str], None] = print) -> FinetuneRe
         metrics.update(trainer.evaluate())
     metrics["seconds"] = round(time.time() - started, 1)
     # 7. save adapter, tokenizer, resolved config
-    out = save_checkpoint(cfg, trainer, tokenizer, tokens, metrics)
+    out = save_checkpoint(cfg, trainer, tokenizer, tokens, metrics, data.personas)
     log(f"saved adapter to {out} ({result.global_step} steps, train loss {result.training_loss:.3f}"
         + (f", eval loss {metrics['eval_loss']:.3f}" if "eval_loss" in metrics else "") + ")")
     return FinetuneResult(checkpoint_dir=out, log_history=list(trainer.state.log_history), metrics=metrics,

@@ -16,6 +16,7 @@ from typing import Callable
 
 from train.config import TrainConfig, check_runtime, resolve_device
 from train.model import ModelSourceError, load_base_model, load_tokenizer, prepare_model_source
+from train.personas import PERSONAS_FILE
 
 
 def require_adapter(cfg: TrainConfig) -> Path:
@@ -43,7 +44,8 @@ def merge(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     out = cfg.merged_dir
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    if (adapter / "train_config.yaml").is_file():
-        shutil.copy(adapter / "train_config.yaml", out / "train_config.yaml")
+    for name in ("train_config.yaml", PERSONAS_FILE):  # the merged folder is self-contained
+        if (adapter / name).is_file():
+            shutil.copy(adapter / name, out / name)
     log(f"merged {adapter} into the {cfg.merge_dtype} base {cfg.model}: {out}")
     return out
