@@ -51,6 +51,15 @@ def build_demo_dataset(out_dir: Path, seed: int = 0, seeds_dir: Path | None = No
     return out_dir, n, types
 
 
+def demo_config(overrides: list[str] | None = None):
+    """The config `make demo` trains with (tiny-cpu.yaml, data and checkpoint under outputs/demo/); eval and
+    serve's `--demo` load the same, so they find the demo's checkpoint."""
+    from train.config import load_config
+
+    return load_config(DEMO_CONFIG, [f"dataset={DEMO_DIR / 'dataset'}", f"output_dir={DEMO_DIR / 'checkpoints'}",
+                                     *(overrides or [])])
+
+
 def pick_personas(available: list[str]) -> list[str]:
     chosen = [t for t in DEMO_PERSONAS if t in available]
     return (chosen + [t for t in available if t not in chosen])[:2]
@@ -59,7 +68,6 @@ def pick_personas(available: list[str]) -> list[str]:
 def run_demo(overrides: list[str] | None = None, out: Callable[..., None] = print, seeds_dir: Path | None = None) -> None:
     """Seeds → dataset → one minute of CPU QLoRA on a tiny random model → two persona replies."""
     from train.chat import checkpoint_personas, generate_reply, load_chat_model
-    from train.config import load_config
     from train.finetune import finetune
 
     import datasets
@@ -69,8 +77,7 @@ def run_demo(overrides: list[str] | None = None, out: Callable[..., None] = prin
     out("demo: seeds -> small dataset -> QLoRA on a tiny RANDOM Llama on the CPU (about a minute) -> two replies")
     out("      A tiny random model says nothing sensible: this shows the pipeline running end to end, not quality.\n")
     # The config is checked first: a bad override fails before anything is written.
-    cfg = load_config(DEMO_CONFIG, [f"dataset={DEMO_DIR / 'dataset'}", f"output_dir={DEMO_DIR / 'checkpoints'}",
-                                    *(overrides or [])])
+    cfg = demo_config(overrides)
     path, n, types = build_demo_dataset(DEMO_DIR / "dataset", seed=cfg.seed, seeds_dir=seeds_dir)
     out(f"1. dataset: {n} seed chats of {len(types)} type(s) ({' '.join(types)}) with persona system prompts, through `datagen publish` -> {path}")
     if (DEMO_DIR / "checkpoints").exists():
