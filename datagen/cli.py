@@ -92,9 +92,12 @@ def _generate_config(mbti: str, count: int, run: Optional[str], out: Path, model
 
 def _progress_table(stats) -> Table:
     from datagen.cost import format_usd
+    from datagen.generate.state import spend_line
 
-    spent = format_usd(stats.spent) if stats.priced else "?"
-    table = Table(title=f"generate · run {stats.run} · spent {spent}")
+    b = stats.budget
+    money = spend_line(stats.spent, b.reserved, b.left) if stats.priced and b is not None else (
+        f"spent {format_usd(stats.spent)}" if stats.priced else "spent ?")
+    table = Table(title=f"generate · run {stats.run} · {money}")
     for col in ("type", "accepted", "rejected", "requests", "tokens", "$"):
         table.add_column(col, justify="left" if col in ("type", "rejected") else "right")
     for st in stats.types.values():
@@ -196,7 +199,7 @@ def ingest_batch_cmd(
     results: Path = typer.Argument(..., help="A Batch API output file (JSONL)."),
     run: Optional[str] = typer.Option(None, "--run", help="The run the batch was written for (default: the model name)."),
     out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
-    model: str = typer.Option("gpt-4o-mini", "--model", help="Model of the batch (names the default run)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the batch; default: the one --batch-out recorded in the run (names the default run when --run is not given)."),
     seeds: Path = SeedsDir,
 ) -> None:
     """Feed a Batch API output file through the same parse → check → accept path; safe to repeat."""
@@ -204,7 +207,8 @@ def ingest_batch_cmd(
     from datagen.generate import GenerateConfig
     from datagen.llm import LLMConfig
 
-    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=LLMConfig(model=model)))
+    llm = LLMConfig(model=model) if model else LLMConfig()
+    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=llm), model_given=model is not None)
     for p in rep.problems:
         print(p)
     for st in rep.stats.values():
