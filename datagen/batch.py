@@ -172,7 +172,7 @@ class BatchAnswers:
         self.base_url = "the OpenAI Batch API"
         self.answers: dict[str, dict[str, Any]] = {}
 
-    async def complete(self, body: dict[str, Any], key: str | None = None) -> ChatResult:
+    async def complete(self, body: dict[str, Any], key: str | None = None, cancelled: Any = None) -> ChatResult:
         obj = self.answers[key or ""]
         response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
         completion = response.get("body")

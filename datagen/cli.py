@@ -246,6 +246,9 @@ def curate_cmd(
     model: str = typer.Option("gpt-4o-mini", "--model", help="Judge model name as the server knows it."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Judge server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
     concurrency: int = typer.Option(16, "--concurrency", help="Most judge requests in flight."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD the judge may spend on this run in all (earlier invocations count); a hard cap."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="Judge USD per 1M prompt tokens (overrides the built-in table)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="Judge USD per 1M completion tokens."),
     workers: int = typer.Option(0, "--workers", help="Processes for the rules and MinHash (0 = one per CPU core)."),
     seeds: Path = SeedsDir,
 ) -> None:
@@ -257,10 +260,11 @@ def curate_cmd(
     from datagen.curate import CurateConfig, curate, find_run
 
     cfg = CurateConfig(workers=workers)
-    judge_fn, bar = None, None
+    judge_obj, bar = None, None
     if judge:
         from rich.progress import Progress
 
+        from datagen.judge import CACHE_FILE as JUDGE_CACHE
         from datagen.judge import Judge, JudgeConfig
         from datagen.llm import LLMConfig
 
@@ -270,12 +274,16 @@ def curate_cmd(
             bar = Progress(console=err_console, transient=True)
             task = bar.add_task("judge", total=None)
         on_progress = (lambda done, total: bar.update(task, completed=done, total=total)) if bar else None
-        judge_obj = Judge(jcfg, find_run(out, run), seeds, progress=on_progress)
-        judge_fn = judge_obj.apply
+        run_dir = find_run(out, run)
+        judge_obj = Judge(jcfg, run_dir / JUDGE_CACHE, progress=on_progress, max_cost=max_cost,
+                          price=_price(price_in, price_out))
+        if (gen_model := _generator_model(run_dir)) == model:
+            print(f"warning: the judge model {model} also generated this run, and models tend to rate their own "
+                  "writing higher; pass --model with another model for an independent read", file=sys.stderr)
     if bar:
         bar.start()
     try:
-        report = curate(run, out, cfg, seeds, judge=judge_fn)
+        report = curate(run, out, cfg, seeds, judge=judge_obj)
     finally:
         if bar:
             bar.stop()
@@ -288,6 +296,22 @@ def curate_cmd(
         print(f"bad line: {line}")
     print(report.summary())
     print(f"wrote {out / 'runs' / run}/{{{', '.join(report.files.values())}}}")
+
+
+def _price(price_in: Optional[float], price_out: Optional[float]):
+    from datagen.cost import Price
+
+    if (price_in is None) != (price_out is None):
+        raise UserError("pass both --price-in and --price-out (USD per 1M prompt / completion tokens)")
+    return Price(price_in, price_out) if price_in is not None and price_out is not None else None
+
+
+def _generator_model(run_dir: Path) -> Optional[str]:
+    from datagen.generate import run_history
+
+    models = [h["config"].get("llm", {}).get("model") for h in run_history(run_dir)
+              if h.get("command") in ("generate", "batch-out", "ingest-batch")]
+    return next((m for m in reversed(models) if m), None)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -49,6 +49,9 @@ from datagen.errors import UserError
 from datagen.schema import MBTI_TYPES, Dialogue, RecordError
 from datagen.seeds import DEFAULT_SEEDS_DIR
 from datagen.text import dedup_normalize
+
+if TYPE_CHECKING:
+    from datagen.judge import Judge
 
 DEFAULT_OUT = Path("outputs")
 CURATED_FILE = "curated.jsonl"
@@ -641,12 +644,11 @@ def find_run(out: Path, run: str) -> Path:
 
 
 def curate(run: str, out: Path = DEFAULT_OUT, cfg: CurateConfig = CurateConfig(),
-           seeds_dir: Path = DEFAULT_SEEDS_DIR, judge: "Callable[[list[Item]], dict[str, Any]] | None" = None
-           ) -> CurateReport:
+           seeds_dir: Path = DEFAULT_SEEDS_DIR, judge: "Judge | None" = None) -> CurateReport:
     """Curate `<out>/runs/<run>`: read, dedup, filter, judge (when given), write; return the report.
 
-    `judge` is `datagen.judge.Judge(...).apply`: it sets `persona` / `judge_failed` rejects on the
-    kept items and returns its agreement numbers. Raises UserError on a missing or empty run.
+    `judge` (`datagen.judge.Judge`) judges the records still kept; `judge_items` turns its verdicts
+    into `persona` / `judge_failed` rejects. Raises UserError on a missing or empty run.
     """
     run_dir = find_run(out, run)
     seeds_dir = Path(seeds_dir)
@@ -658,11 +660,28 @@ def curate(run: str, out: Path = DEFAULT_OUT, cfg: CurateConfig = CurateConfig()
     items = drop_exact_duplicates(items)
     items = drop_near_duplicates(items, cfg)
     items = list(items)
-    judge_stats = judge([it for it in items if it.origin == "generated"]) if judge else None
+    judge_stats = judge_items([it for it in items if it.origin == "generated"], judge, seeds_dir) if judge else None
 
     report = build_report(run, items, cfg, judge_stats)
     write_outputs(run_dir, items, report)
     return report
+
+
+def judge_items(items: list[Item], judge: "Judge", seeds_dir: Path) -> dict[str, Any]:
+    """Judge the kept items; reject with `persona` (under a threshold) or `judge_failed`; the report section."""
+    from datagen.judge import seed_profiles, summary
+
+    todo = [it for it in items if it.kept]
+    records = [it.record for it in todo]
+    judgements = judge.judge(records, seed_profiles({d.mbti for d in records}, seeds_dir))
+    for it, j in zip(todo, judgements):
+        if j.verdict is None:
+            it.reject(JUDGE_FAILED, j.problem)
+            continue
+        it.judge = j.verdict.to_meta(judge.cfg.llm.model)
+        if problems := j.verdict.problems(judge.cfg):
+            it.reject(PERSONA, "; ".join(problems))
+    return summary(judgements, judge.cfg)
 
 
 def build_report(run: str, items: list[Item], cfg: CurateConfig, judge_stats: dict[str, Any] | None) -> CurateReport:

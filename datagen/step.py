@@ -14,7 +14,7 @@ ingest-batch, the judge and the evaluation:
   the bad answer back; on resume the same chain is replayed from the store);
 - **failures in a row**: `max_failures_in_a_row` requests failing after the client's own bounded
   retries (server down, wrong URL) stop the stage with `StageStopped`;
-- `LLMFatalError` (bad key, model, quota) and `BudgetExhausted` stop it too.
+- `LLMFatalError` (bad key, model, quota) and `BudgetExhausted` stop it too (raised as they are).
 
 Nothing else in the project calls the SDK: `LLMClient` (datagen/llm.py) is only used through here.
 """
@@ -26,15 +26,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Iterable, TypeVar
 
 from datagen.cost import Budget, billed
 from datagen.llm import (ChatResult, LLMClient, LLMFatalError, ResponseStore, completion_failure, read_completion,
                          redact_url, request_hash)
 
 T = TypeVar("T")
-Parse = Callable[[str], "tuple[T | None, str | None]"]
-"""A pure parser: the answer's text → (value, None), or (None, what is wrong)."""
+Parse = Callable[[str, "Call"], "tuple[T | None, str | None]"]
+"""A pure parser: (the answer's text, the call) → (value, None), or (None, what is wrong)."""
 Repair = Callable[[list[dict[str, str]], "str | None", str], list[dict[str, str]]]
 """(messages, the unusable answer, the problem) → the messages of the repair request."""
 
@@ -115,7 +115,7 @@ def raw_line(call: Call, res: ChatResult, source: str = "api", cost: dict[str, A
             "completion": res.completion, "error": res.error, "detail": res.detail, "billed": cost}
 
 
-def read_answer(line: dict[str, Any], parse: Parse | None) -> tuple[Any, tuple[str, str] | None]:
+def read_answer(line: dict[str, Any], parse: Parse | None, call: Call) -> tuple[Any, tuple[str, str] | None]:
     """The parsed value of a stored line, or (None, (reason, detail)); `parse` None keeps the text."""
     if line.get("completion") is None:
         return None, (line.get("error") or "failed", line.get("detail") or "")
@@ -125,7 +125,7 @@ def read_answer(line: dict[str, Any], parse: Parse | None) -> tuple[Any, tuple[s
         return None, failure
     if parse is None:
         return c.content, None
-    value, problem = parse(c.content or "")
+    value, problem = parse(c.content or "", call)
     return (value, None) if problem is None else (None, ("bad_answer", problem))
 
 
@@ -160,7 +160,7 @@ class LLMStep(Generic[T]):
         for attempt in range(self.max_attempts):
             line = await self._answer(call, out)
             out.line = line
-            value, problem = read_answer(line, self.parse)
+            value, problem = read_answer(line, self.parse, call)
             if problem is None:
                 out.value, out.problem = value, None
                 return out
@@ -169,7 +169,8 @@ class LLMStep(Generic[T]):
             if not answered or attempt + 1 >= self.max_attempts or self.repair is None:
                 return out
             text = read_completion(line["completion"]).content
-            messages = self.repair(list(call.body["messages"]), text, f"{problem[0]}: {problem[1]}")
+            said = problem[1] if problem[0] == "bad_answer" else f"{problem[0]}: {problem[1]}"
+            messages = self.repair(list(call.body["messages"]), text, said)
             call = Call({**call.body, "messages": messages}, {**call.fields, "repair_of": call.key}, call.kind)
             out.repairs += 1
         return out
@@ -187,7 +188,9 @@ class LLMStep(Generic[T]):
         await self.budget.reserve(worst)
         actual = 0.0
         try:
-            res = await self.client.complete(call.body, key=call.key)
+            res = await self.client.complete(call.body, key=call.key, cancelled=lambda: bool(self.stopped))
+            if res.error == "cancelled":
+                raise StageStopped(self.stopped)
             cost = None
             if res.completion is not None:
                 usage = read_completion(res.completion).usage
@@ -197,14 +200,16 @@ class LLMStep(Generic[T]):
             line = raw_line(call, res, source=self.source, cost=cost)
             store.add(line)  # stored before anything is parsed or accepted: a kill here loses nothing
         except LLMFatalError as e:
-            self.stopped = self.stopped or str(e)
-            raise StageStopped(self.stopped) from None
+            self.stopped = self.stopped or str(e)  # every later call stops too
+            raise
         finally:
             await self.budget.settle(worst, actual)
         out.sent += 1
         out.cost += actual
         self.sent += 1
         self._count(res)
+        if self.stopped:  # this answer (stored) was the last straw, or came in after the stop
+            raise StageStopped(self.stopped)
         return line
 
     def _count(self, res: ChatResult) -> None:
@@ -218,28 +223,11 @@ class LLMStep(Generic[T]):
                             f"{self.client.cfg.max_attempts} attempt(s) each (last: {res.error}: {res.detail})")
 
 
-async def run_all(step: LLMStep[T], calls: list[Call], on_done: Callable[[Outcome[T]], None] | None = None
-                  ) -> list[Outcome[T] | None]:
-    """Run calls concurrently (the client's limiter caps what is in flight); outcomes in call order.
-
-    A call that could not run because the stage stopped gives None; the stop is then re-raised
-    after every call in flight has finished and been stored.
-    """
-    stop: list[BaseException] = []
-
-    async def one(c: Call) -> Outcome[T] | None:
-        if stop:
-            return None
-        try:
-            o = await step.run(c)
-        except (StageStopped, Exception) as e:  # noqa: BLE001 - re-raised below, after the others settle
-            stop.append(e)
-            return None
-        if on_done is not None:
-            on_done(o)
-        return o
-
-    results = list(await asyncio.gather(*(one(c) for c in calls)))
-    if stop:
-        raise stop[0]
-    return results
+async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """`asyncio.gather`, except that when one raises, the others still run to the end (their answers are
+    stored; after a stop they end at once) before the first error is raised."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from datagen.generate.config import GenerateConfig
 from datagen.generate.planning import plan_request
 from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, append_config, apply_verdicts,
                                     check_run_model, open_states, pool_spec, replay_stored, run_spend)
-from datagen.llm import LLMClient, read_completion, resolve_base_url
+from datagen.llm import LLMClient, LLMFatalError, read_completion, resolve_base_url
 from datagen.step import Call, LLMStep, StageStopped
 
 
@@ -89,7 +89,7 @@ class Scheduler:
             apply_verdicts(out.line, await self.acceptor.judge(out.line), s, self.files)
         except BudgetExhausted as e:
             self.stats.stop_reason = self.stats.stop_reason or str(e)
-        except StageStopped as e:
+        except (StageStopped, LLMFatalError) as e:
             self.fatal = self.fatal or str(e)
             self.stats.stop_reason = self.stats.stop_reason or str(e)
         finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 from datagen.cost import TokenCounter
 from datagen.generate.config import GenerateConfig
-from datagen.llm import LLMConfig, request_hash, uses_max_completion_tokens
+from datagen.llm import LLMConfig, chat_body, request_hash
 from datagen.prompts import REGISTERS, RESPONSE_SCHEMA, format_example, render_generation
 from datagen.schema import Dialogue
 from datagen.seeds import Persona
@@ -57,12 +57,7 @@ class PlannedRequest:
 
 def request_body(messages: list[dict[str, str]], llm: LLMConfig) -> dict[str, Any]:
     """A chat-completions body asking for the response contract as strict structured output."""
-    body: dict[str, Any] = {"model": llm.model, "messages": messages, "temperature": llm.temperature}
-    body["max_completion_tokens" if uses_max_completion_tokens(llm.model) else "max_tokens"] = llm.max_tokens
-    if llm.structured_output != "none":
-        body["response_format"] = ({"type": "json_schema", "json_schema": RESPONSE_SCHEMA}
-                                   if llm.structured_output == "json_schema" else {"type": "json_object"})
-    return body
+    return chat_body(messages, llm, RESPONSE_SCHEMA)
 
 
 def plan_request(state: TypePlan, index: int, cfg: GenerateConfig) -> PlannedRequest:
