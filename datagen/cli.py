@@ -277,7 +277,7 @@ def curate_cmd(
         run_dir = find_run(out, run)
         judge_obj = Judge(jcfg, run_dir / JUDGE_CACHE, progress=on_progress, max_cost=max_cost,
                           price=_price(price_in, price_out))
-        if (gen_model := _generator_model(run_dir)) == model:
+        if _generator_model(run_dir) == model:
             print(f"warning: the judge model {model} also generated this run, and models tend to rate their own "
                   "writing higher; pass --model with another model for an independent read", file=sys.stderr)
     if bar:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datagen.checks import CheckConfig, NearDupIndex, violations
+from datagen.checks import CheckConfig, violations
+from datagen.dedup import MinHashIndex
 from datagen.schema import MBTI_TYPES, Dialogue, LineError, RecordError, iter_jsonl, write_jsonl
 from datagen.seeds import DEFAULT_SEEDS_DIR, load_personas, load_seed_dialogues, load_topics
 from datagen.text import dedup_normalize, dialogue_register
@@ -69,7 +70,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
     topic_set = set(topics)
     stats = {t: TypeStats(t) for t in types}
     exact: dict[str, tuple[str, int]] = {}
-    near = NearDupIndex(cfg.rules)
+    near = MinHashIndex(cfg.rules)
     where: dict[str, tuple[str, int]] = {}
 
     for mbti in types:
@@ -97,8 +98,8 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
                 exact[key] = (path, line)
                 if hit := near.query(d):
                     p, l = where[hit[0]]
-                    problems.append(LineError(path, line, "near_duplicate", f"character {cfg.rules.near_dup_ngram}-gram Jaccard {hit[1]:.2f} with {p}:{l}"))
-                near.add(d)
+                    problems.append(LineError(path, line, "near_duplicate", f"character {cfg.rules.near_dup_ngram}-gram Jaccard ~{hit[1]:.2f} with {p}:{l}"))
+                near.insert(d.id, d)
                 where[d.id] = (path, line)
         st.topics = len(seen_topics)
         if st.dialogues < cfg.min_dialogues and Path(path).exists():  # a missing file is reported once already

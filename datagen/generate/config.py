@@ -60,9 +60,7 @@ class GenerateConfig:
     max_failures_in_a_row: int = 5
     """Requests failing in a row (after their own retries) that stop the run: the server is down or unreachable."""
     checks: CheckConfig = field(default_factory=CheckConfig)
-    """The seed checker's rules, reused for acceptance (incl. the near-duplicate threshold)."""
-    num_perm: int = 128
-    """MinHash permutations of the near-duplicate index (estimate std ~0.04 at 128)."""
+    """The seed checker's rules, reused for acceptance (incl. the near-duplicate definition, datagen/dedup.py)."""
     acceptor: str = "auto"
     """Where candidates are checked: "inline" (in the process driving the HTTP client), "process" (one
     worker process, so the client keeps a core to itself) or "auto" (a process from --concurrency 32 up
