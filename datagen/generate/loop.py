@@ -18,8 +18,9 @@ from datagen.errors import UserError
 from datagen.generate.acceptance import AcceptorHandle
 from datagen.generate.config import GenerateConfig
 from datagen.generate.planning import plan_request
-from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, append_config, apply_verdicts,
-                                    check_run_model, open_states, pool_spec, replay_stored, run_spend)
+from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, apply_verdicts, check_run_model,
+                                    open_states, pool_spec, replay_stored, run_spend)
+from datagen.runs import append_config
 from datagen.llm import LLMClient, LLMFatalError, read_completion, resolve_base_url
 from datagen.step import Call, LLMStep, StageStopped
 
