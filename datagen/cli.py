@@ -35,13 +35,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
         raise UserError(f"seeds folder {seeds} does not exist; pass --seeds DIR")
     report = check_seeds(seeds)
     table = Table(title=f"seeds: {report.personas}/16 personas, {report.topics} topics")
-    for col in ("type", "dialogues", "avg exchanges", "존댓말", "반말", "topics", "problems"):
+    for col in ("type", "dialogues", "avg exchanges", "exchanges", "존댓말", "반말", "topics", "problems"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for st in report.stats.values():
-        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", str(st.polite), str(st.casual),
+        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", st.spread(), str(st.polite), str(st.casual),
                       str(st.topics), str(st.problems))
     total = sum(st.dialogues for st in report.stats.values())
-    table.add_row("all", str(total), "", "", "", "", str(len(report.problems)), style="bold")
+    table.add_row("all", str(total), "", "", "", "", "", str(len(report.problems)), style="bold")
     console.print(table)
     for p in report.problems:
         print(p)
