@@ -52,11 +52,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
 
 
 @seeds_app.command("fmt")
-def seeds_fmt(seeds: Path = SeedsDir) -> None:
+def seeds_fmt(seeds: Path = SeedsDir,
+              only: Optional[str] = typer.Option(None, "--only", help="Only these types' files, e.g. ISTJ,ENFP.")) -> None:
     """Fill in missing ids (and fix stale ones) after you add or edit seed dialogues."""
     from datagen.seed_check import format_seeds
 
-    changed, problems = format_seeds(seeds)
+    types = tuple(t.strip().upper() for t in only.split(",") if t.strip()) if only else None
+    changed, problems = format_seeds(seeds, types)
     for p in problems:
         print(p)
     print(f"{changed} id(s) written")

@@ -164,8 +164,8 @@ def _length_problems(st: TypeStats, cfg: SeedCheckConfig, path: str) -> list[Lin
     return out
 
 
-def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR) -> tuple[int, list[LineError]]:
-    """Fill in missing ids (and fix stale ones) in every seed file, in place.
+def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, types: tuple[str, ...] | None = None) -> tuple[int, list[LineError]]:
+    """Fill in missing ids (and fix stale ones) in every seed file (or those of `types`), in place.
 
     Returns (ids written, problems). A file with any line that does not parse or build is
     left untouched, so nothing hand-written is ever dropped.
@@ -173,6 +173,8 @@ def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR) -> tuple[int, list[L
     changed = 0
     problems: list[LineError] = []
     for path in sorted((Path(seeds_dir) / "dialogues").glob("*.jsonl")):
+        if types is not None and path.stem not in types:
+            continue
         records: list[Dialogue] = []
         file_problems: list[LineError] = []
         file_changed = 0
