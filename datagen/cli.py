@@ -35,13 +35,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
         raise UserError(f"seeds folder {seeds} does not exist; pass --seeds DIR")
     report = check_seeds(seeds)
     table = Table(title=f"seeds: {report.personas}/16 personas, {report.topics} topics")
-    for col in ("type", "dialogues", "avg exchanges", "존댓말", "반말", "topics", "problems"):
+    for col in ("type", "dialogues", "avg exchanges", "exchanges", "존댓말", "반말", "topics", "problems"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for st in report.stats.values():
-        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", str(st.polite), str(st.casual),
+        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", st.spread(), str(st.polite), str(st.casual),
                       str(st.topics), str(st.problems))
     total = sum(st.dialogues for st in report.stats.values())
-    table.add_row("all", str(total), "", "", "", "", str(len(report.problems)), style="bold")
+    table.add_row("all", str(total), "", "", "", "", "", str(len(report.problems)), style="bold")
     console.print(table)
     for p in report.problems:
         print(p)
@@ -52,11 +52,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
 
 
 @seeds_app.command("fmt")
-def seeds_fmt(seeds: Path = SeedsDir) -> None:
+def seeds_fmt(seeds: Path = SeedsDir,
+              only: Optional[str] = typer.Option(None, "--only", help="Only these types' files, e.g. ISTJ,ENFP.")) -> None:
     """Fill in missing ids (and fix stale ones) after you add or edit seed dialogues."""
     from datagen.seed_check import format_seeds
 
-    changed, problems = format_seeds(seeds)
+    types = tuple(t.strip().upper() for t in only.split(",") if t.strip()) if only else None
+    changed, problems = format_seeds(seeds, types)
     for p in problems:
         print(p)
     print(f"{changed} id(s) written")
