@@ -47,6 +47,7 @@ from datasketch import LeanMinHash, MinHashLSH
 from datagen.checks import CheckConfig, first_violation
 from datagen.dedup import SCHEME, SEED, band_keys, dialogue_text, near_duplicates, rows_per_band, signatures
 from datagen.errors import UserError
+from datagen.runs import append_config
 from datagen.schema import MBTI_TYPES, Dialogue, RecordError
 from datagen.seeds import DEFAULT_SEEDS_DIR
 from datagen.text import dedup_normalize
@@ -464,6 +465,8 @@ def curate(run: str, out: Path = DEFAULT_OUT, cfg: CurateConfig = CurateConfig()
     if not (seeds_dir / "dialogues").is_dir():
         raise UserError(f"seeds folder {seeds_dir} has no dialogues/; pass --seeds DIR (the dedup reference)")
     total_lines = sum(p.read_bytes().count(b"\n") + 1 for p in run_inputs(run_dir))
+    append_config(run_dir, "curate", {**_jsonable(asdict(cfg)), "seeds_dir": str(seeds_dir),
+                                      "judge": judge.resolved() if judge is not None else None})
 
     items: Iterable[Item] = inspect_all(read_lines(run_dir, seeds_dir), cfg, total_lines)
     items = drop_exact_duplicates(items)

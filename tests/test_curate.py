@@ -247,8 +247,9 @@ def outputs(run_dir: Path) -> tuple[list[dict], list[dict], dict]:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
+    """Hashes of the run's files; config.jsonl is the invocation history (each run of curate adds a line)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != "config.jsonl"}
 
 
 def test_every_filter_rejects_with_its_reason(tmp_path, seeds_dir):

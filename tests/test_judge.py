@@ -233,11 +233,14 @@ def test_rerun_uses_the_cache_and_gives_the_same_files(judged_run, seeds_dir, cl
     script.persona[records[2].id] = {"reason": "다름", "persona": 1}
     with LLMServer(default=script) as server:
         run_judged(root, seeds_dir, server)
-        files = {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file()}
+        files = {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file() and p.name != "config.jsonl"}
         sent = server.completions
         report, judge = run_judged(root, seeds_dir, server)
         assert server.completions == sent == 16
-    assert {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file()} == files
+    assert {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir()
+            if p.is_file() and p.name != "config.jsonl"} == files
+    history = read_lines(root / "runs" / "r1" / "config.jsonl")
+    assert [h["command"] for h in history] == ["curate", "curate"] and history[0]["config"]["judge"]["llm"]["model"] == "test-model"
     assert judge.stats == {"sent": 0, "cached": 16} and report.judge["requests"] == 16
     assert (root / "runs" / "r1" / CACHE_FILE).exists()
 
