@@ -106,6 +106,11 @@ class TrainConfig:
     """Pack chats into rows of max_seq_len (best-fit decreasing) and train padding-free, position ids reset per chat."""
     max_train_samples: int | None = None
     """Use only the first N training chats (smoke runs); None: all."""
+    preprocess_workers: int = 0
+    """Processes that encode the chats (datasets.map); 0: one per CPU core (small splits use fewer)."""
+    data_cache_dir: str | None = None
+    """Where encoded splits are cached by a fingerprint of data + tokenizer + template + length (a restart or a
+    second GPU process loads them); None: `<output_dir>/../cache/encoded` (outputs/cache/encoded)."""
 
     # -- training --------------------------------------------------------------------------------
     epochs: float = 3.0
@@ -169,6 +174,13 @@ class TrainConfig:
         return Path(self.output_dir) / self.name
 
     @property
+    def data_cache_path(self) -> Path:
+        """Where encoded splits are cached (see `data_cache_dir`)."""
+        if self.data_cache_dir is not None:
+            return Path(self.data_cache_dir)
+        return Path(self.output_dir).parent / "cache" / "encoded"
+
+    @property
     def merged_dir(self) -> Path:
         """Where `merge` writes the full bf16 model."""
         return self.checkpoint_dir / "merged"
@@ -229,6 +241,7 @@ def _value_problems(c: TrainConfig) -> list[str]:
     need(c.max_steps > 0 or c.epochs > 0, "set epochs > 0 or max_steps > 0")
     need(c.time_limit_minutes is None or c.time_limit_minutes > 0,
          f"time_limit_minutes={c.time_limit_minutes}: must be positive or null")
+    need(c.preprocess_workers >= 0, f"preprocess_workers={c.preprocess_workers}: 0 (one per core) or more")
     need(c.max_train_samples is None or c.max_train_samples > 0,
          f"max_train_samples={c.max_train_samples}: must be positive or null")
     need(c.temperature >= 0 and 0 < c.top_p <= 1 and c.repetition_penalty > 0,
