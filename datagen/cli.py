@@ -225,6 +225,8 @@ def ingest_batch_cmd(
     llm = LLMConfig(model=model) if model else LLMConfig()
     cfg = _with_sets(GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=llm), sets)
     rep = ingest_batch(results, cfg, model_given=model is not None)
+    for note in rep.notes:
+        print(f"note: {note}")
     for p in rep.problems:
         print(p)
     for st in rep.stats.values():
