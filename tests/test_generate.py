@@ -256,6 +256,46 @@ def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean
         assert higher.types["ISTJ"].requests == 1 and higher.spent == pytest.approx(0.006)
 
 
+def test_max_cost_is_a_cap_against_a_server_that_bills_whole_max_tokens(seeds_dir, tmp_path, clean_env):
+    """60% of answers billed at their whole max_tokens (as reasoning models' hidden tokens are), 16 in flight:
+    what the server billed stays under --max-cost, in one invocation and over two."""
+    import random
+
+    from datagen.cost import approx_tokens
+    from tests.llm_server import dialogues_reply, distinct_dialogue, requested_topics
+
+    rng = random.Random(0)
+    billed: list[float] = []
+    price = Price(1.0, 4.0)
+
+    def answer(body, n):
+        topics = requested_topics(body) or ["주말 계획"]
+        reply = dialogues_reply([distinct_dialogue(2 * n + j, topic=topics[j % len(topics)]) for j in range(2)])
+        prompt = sum(4 + approx_tokens(m["content"]) for m in body["messages"]) + 3
+        completion = body["max_tokens"] if rng.random() < 0.6 else 300
+        billed.append((prompt * price.input + completion * price.output) / 1e6)
+        reply.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return reply
+
+    with LLMServer(default=answer, latency=0.02) as server:
+        cfg = config(seeds_dir, tmp_path, server, count=200, max_cost=0.15, price=price,
+                     llm=dict(concurrency=16, max_tokens=2000))
+        first = generate(cfg, api_key="k")
+        assert sum(billed) <= 0.15 and first.spent == pytest.approx(sum(billed))
+        assert first.stop_reason.startswith("--max-cost $0.1500 would be exceeded by another request")
+        assert server.max_in_flight > 1 and len(billed) >= 10
+        sent = len(billed)
+        again = generate(cfg, api_key="k")  # earlier spend counts, at the price it was billed at
+        assert again.spent_before == pytest.approx(sum(billed[:sent])) and sum(billed) <= 0.15
+        with pytest.raises(UserError) as e:  # a cap below one request's worst case: one line, nothing sent
+            generate(config(seeds_dir, tmp_path, server, count=200, max_cost=0.005, price=price, run="tiny",
+                            llm=dict(max_tokens=2000)), api_key="k")
+        assert len(billed) == len(server.requests)
+    msg = str(e.value)
+    assert msg.startswith("--max-cost $0.0050 is below what one request may cost: up to $0.0")
+    assert msg.endswith("or more, or lower --max-tokens") and "max_tokens 2,000 at $1 / $4 per 1M" in msg
+
+
 def test_max_cost_needs_a_price(seeds_dir, tmp_path, llm_server, clean_env):
     with pytest.raises(UserError, match="no price known for model test-model"):
         generate(config(seeds_dir, tmp_path, llm_server, max_cost=1.0), api_key="k")
