@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.cost import Price
+from datagen.cost import Price, format_usd
 from datagen.errors import UserError
 from datagen.generate import GenerateConfig, generate, parse_dialogues
 from datagen.llm import LLMConfig, request_hash
@@ -471,6 +471,12 @@ def test_progress_table_renders(seeds_dir, tmp_path, llm_server, clean_env):
     console.print(_progress_table(stats))
     text = console.export_text()
     assert "generate · run test-model · spent ?" in text and "ISTJ" in text and "2/2" in text
+    capped = generate(config(seeds_dir, tmp_path, llm_server, count=4, max_cost=1.0, price=Price(1.0, 1.0),
+                             llm=dict(max_tokens=1000)), api_key="k")
+    console.print(_progress_table(capped))
+    shown = " ".join(console.export_text().split())  # rich wraps a title longer than the table
+    assert (f"generate · run test-model · spent {format_usd(capped.spent)} · reserved $0.0000 · left "
+            f"{format_usd(1.0 - capped.spent)}") in shown
 
 
 def test_worker_process_gives_the_same_verdicts(seeds_dir, tmp_path, clean_env):
