@@ -318,3 +318,29 @@ def test_a_judge_that_also_generated_the_run_is_warned_about(judged_run, seeds_d
                                              "tend to rate their own writing higher; pass --model with another model "
                                              "for an independent read")
     assert "warning" not in other.stderr
+
+
+def test_the_judge_has_a_hard_cost_cap(judged_run, seeds_dir, clean_env):
+    from datagen.cost import Price
+
+    root, records = judged_run
+    cfg = JudgeConfig(llm=LLMConfig(model="test-model", base_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(UserError, match="no price known for judge model test-model"):
+        Judge(cfg, root / "runs" / "r1" / CACHE_FILE, max_cost=1.0)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 600, "total_tokens": 1600}  # billed the whole max_tokens
+
+    def answer(body, n):
+        r = ScriptedJudge(records)(body, n)
+        r.usage = usage
+        return r
+
+    with LLMServer(default=answer) as server:
+        judge = Judge(JudgeConfig(llm=judge_llm(server, concurrency=4)), root / "runs" / "r1" / CACHE_FILE,
+                      max_cost=0.02, price=Price(1.0, 10.0))  # $0.007 a request: 2 fit
+        with pytest.raises(UserError) as e:
+            curate("r1", root, CurateConfig(), seeds_dir, judge=judge)
+        billed = server.completions * (1000 * 1.0 + 600 * 10.0) / 1e6
+    assert str(e.value).startswith("judge stopped: --max-cost $0.0200 would be exceeded by another request")
+    assert str(e.value).endswith("rerun the same command to continue; rerun with a higher --max-cost to continue")
+    assert 0 < server.completions <= 2 and billed <= 0.02
+    assert not (root / "runs" / "r1" / CURATED_FILE).exists()
