@@ -392,11 +392,11 @@ def test_dry_run_output(seeds_dir, tmp_path, clean_env, capsys):
     assert "1. 주제: 친구와의 갈등 / 말투: 반말 / 상대: 친구 / 주고받기 3번 (메시지 6개)" in lines
     assert lines[-5:] == [
         "--- end of prompt ---",
-        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,484 prompt + ~2,528 completion tokens)",
-        "planned: 4 requests, ~5,484 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
+        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,612 prompt + ~2,528 completion tokens)",
+        "planned: 4 requests, ~5,612 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
         "tiktoken cannot load o200k_base offline (offline in tests); tokens approximated as 1 per Hangul syllable + 1 "
         "per 4 other characters (datagen/cost.py)",
-        "cost: ~$0.0023 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
+        "cost: ~$0.0024 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
     ]
     assert not out_dir.exists()  # a dry run writes nothing
 
