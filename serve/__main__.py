@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     scfg = ServeConfig(host=args.host, port=args.port, api_key=args.api_key, upstream=args.upstream,
                        upstream_model=args.upstream_model, upstream_api_key=args.upstream_api_key, use=args.use,
                        max_queue=args.max_queue, max_context=args.max_context)
-    serve(cfg, scfg, demo=args.demo)
+    serve(cfg, scfg, demo=args.demo, make=f"make train CONFIG={args.config or DEFAULT_CONFIG}")
 
 
 def main(argv: list[str] | None = None) -> int:

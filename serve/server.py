@@ -17,18 +17,16 @@ from train.config import TrainConfig
 from train.personas import PersonaPrompt
 
 
-def checkpoint_problem(cfg: TrainConfig, use: str, demo: bool) -> str | None:
-    """Why the in-process backend cannot start (no adapter / merged model), naming the command that fixes it."""
+def checkpoint_problem(cfg: TrainConfig, use: str, make: str) -> str | None:
+    """Why the in-process backend cannot start (no adapter / merged model), naming `make`, the command that fixes it."""
     has_adapter = (cfg.checkpoint_dir / "adapter_config.json").is_file()
     has_merged = (cfg.merged_dir / "config.json").is_file()
-    make = "make demo" if demo else "make train CONFIG=<this config>"
     if use == "merged" and not has_merged:
         return f"no merged model in {cfg.merged_dir}: run `make merge` first (or serve the adapter: leave out --merged)"
     if use == "adapter" and not has_adapter:
         return f"no adapter in {cfg.checkpoint_dir}: run `{make}` first"
     if not (has_adapter or has_merged):
-        hint = "" if demo else " (or set name=/output_dir= to the checkpoint you trained)"
-        return f"no checkpoint in {cfg.checkpoint_dir}: run `{make}` first to make one{hint}"
+        return f"no checkpoint in {cfg.checkpoint_dir}: run `{make}` first to make one"
     return None
 
 
@@ -45,12 +43,13 @@ def load_personas(cfg: TrainConfig, note: Callable[[str], None] = print) -> dict
     return ordered
 
 
-def build_app(cfg: TrainConfig, scfg: ServeConfig, demo: bool = False, note: Callable[[str], None] = print):
-    """The app with its backend: in-process (the checkpoint's model) or forwarding to `scfg.upstream`."""
+def build_app(cfg: TrainConfig, scfg: ServeConfig, make: str = "make train", note: Callable[[str], None] = print):
+    """The app with its backend: in-process (the checkpoint's model) or forwarding to `scfg.upstream`.
+    `make` is the command that makes the checkpoint, named when there is none."""
     from serve.app import create_app
 
     if scfg.upstream is None:
-        problem = checkpoint_problem(cfg, scfg.use, demo)
+        problem = checkpoint_problem(cfg, scfg.use, make)
         if problem:
             raise UserError(problem)
     personas = load_personas(cfg, note)
@@ -66,11 +65,12 @@ def build_app(cfg: TrainConfig, scfg: ServeConfig, demo: bool = False, note: Cal
     return create_app(backend, personas, scfg)
 
 
-def serve(cfg: TrainConfig, scfg: ServeConfig, demo: bool = False, out: Callable[[str], None] = print) -> None:
+def serve(cfg: TrainConfig, scfg: ServeConfig, demo: bool = False, make: str = "make train",
+          out: Callable[[str], None] = print) -> None:
     """Serve the page and the API until interrupted."""
     import uvicorn
 
-    app = build_app(cfg, scfg, demo, note=out)
+    app = build_app(cfg, scfg, "make demo" if demo else make, note=out)
     personas = app.state.personas
     base = f"http://{scfg.host}:{scfg.port}"
     out(f"serving {len(personas)} personas ({' '.join(personas)}) with {app.state.backend.description}")
@@ -94,11 +94,13 @@ class BackgroundServer:
             httpx.get(server.url + "/v1/models")
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 access_log: bool = False):
         import uvicorn
 
-        self.config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                                     timeout_graceful_shutdown=5)
+        # log_config=None: leave logging as the caller set it up (pytest's capture, the benchmark's quiet)
+        self.config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                     log_config=None, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="serve-http", daemon=True)
         self.port = port

@@ -349,6 +349,8 @@ class Recorded:
     path: str
     body: Any
     time: float
+    headers: dict[str, str] = field(default_factory=dict)
+    """Lower-cased header names (kept only with record_bodies, like the body)."""
 
 
 class LLMServer:
@@ -423,7 +425,8 @@ class LLMServer:
                 except json.JSONDecodeError:
                     body = raw.decode("utf-8", "replace")
                 with self._lock:
-                    self.requests.append(Recorded(method, path, body if self.record_bodies else None, time.monotonic()))
+                    self.requests.append(Recorded(method, path, body if self.record_bodies else None, time.monotonic(),
+                                                  headers if self.record_bodies else {}))
                 status, payload, extra = await self._respond(method, path, body)
                 ctype = extra.pop("content-type", "application/json")
                 head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'ERR'}",
