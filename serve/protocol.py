@@ -26,7 +26,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,8 +88,11 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
 # -- models ------------------------------------------------------------------------------------
 
 def persona_id(mbti: str) -> str:
-    """>>> persona_id("ENFP")
-    'mbti-enfp'"""
+    """The model id of a type.
+
+    >>> persona_id("ENFP")
+    'mbti-enfp'
+    """
     return MODEL_PREFIX + mbti.lower()
 
 
@@ -313,5 +316,3 @@ def sse(obj: dict[str, Any]) -> str:
 
 
 SSE_DONE = "data: [DONE]\n\n"
-
-FinishReason = Literal["stop", "length"]

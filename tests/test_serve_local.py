@@ -8,7 +8,6 @@ scripted Llama whose greedy reply is known exactly (tests/helpers.py), for exact
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import logging
