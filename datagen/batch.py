@@ -11,25 +11,29 @@ Requests are planned from the pool as it is now: every request shows the same ac
 examples, so ingest one batch before writing the next.
 
 `ingest_batch` feeds a Batch API output file (`{"custom_id", "response": {"status_code",
-"body"}, "error"}` per line) through the same store → parse → check → accept path as a live
-run. It is idempotent: a custom_id whose result is already stored is skipped.
+"body"}, "error"}` per line) through the same path as a live run: the LLM step (the result plays
+the part of the server's answer: stored in raw/ with what it was billed at the Batch API's half
+price) → accept. It is idempotent: a custom_id whose result is already stored is skipped. The
+run's model is the one `--batch-out` recorded in config.jsonl (prices follow it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from datagen.cost import BATCH_DISCOUNT, TokenCounter, cost_usd
+from datagen.cost import BATCH_DISCOUNT, Budget, TokenCounter, cost_usd
 from datagen.errors import UserError
-from datagen.generate import (AcceptorHandle, GenerateConfig, RunFiles, RunLock, TypeStats, _check_run_model,
-                              _open_states, apply_verdicts, estimate_output_tokens, plan_request, pool_spec)
-from datagen.llm import Usage, read_completion
+from datagen.generate import (AcceptorHandle, GenerateConfig, RunFiles, RunLock, TypeStats, append_config,
+                              apply_verdicts, check_run_model, estimate_output_tokens, open_states, plan_request,
+                              pool_spec, run_history)
+from datagen.llm import ChatResult, LLMConfig, Usage, read_completion
 from datagen.schema import MBTI_TYPES, JsonlAppender, LineError, iter_jsonl, write_jsonl
+from datagen.step import Call, LLMStep
 
 BATCH_URL = "/v1/chat/completions"
 MAX_BATCH_REQUESTS = 50_000
@@ -52,13 +56,13 @@ class BatchWriteReport:
 def write_batch(cfg: GenerateConfig, path: str | Path, counter: TokenCounter | None = None) -> BatchWriteReport:
     """Write the requests that bring each type to `cfg.count` as a Batch API input file; sends nothing."""
     counter = counter or TokenCounter(cfg.llm.model)
-    _check_run_model(cfg)
+    check_run_model(cfg)
     with RunLock(cfg.run_dir):
         return _write_batch_locked(cfg, Path(path), counter)
 
 
 def _write_batch_locked(cfg: GenerateConfig, path: Path, counter: TokenCounter) -> BatchWriteReport:
-    states = _open_states(cfg, cfg.count, cfg.types)
+    states = open_states(cfg, cfg.count, cfg.types)
     lines: list[dict[str, Any]] = []
     plan: list[dict[str, Any]] = []
     requests: dict[str, int] = {}
@@ -67,9 +71,9 @@ def _write_batch_locked(cfg: GenerateConfig, path: Path, counter: TokenCounter) 
         for s in states:
             n = math.ceil(max(0, cfg.count - s.stats.accepted) / cfg.per_request)
             requests[s.mbti] = n
-            out_tokens = estimate_output_tokens(s.seeds, cfg.per_request, counter)
+            out_tokens = estimate_output_tokens(s.plan.seeds, cfg.per_request, counter)
             for _ in range(n):
-                p = plan_request(s, s.take_index(), cfg)
+                p = plan_request(s.plan, s.take_index(), cfg)
                 lines.append({"custom_id": p.custom_id, "method": "POST", "url": BATCH_URL, "body": p.body})
                 plan.append({"custom_id": p.custom_id, "mbti": p.mbti, "request_index": p.index,
                              "request_hash": p.request_hash, "examples": list(p.examples),
@@ -83,6 +87,7 @@ def _write_batch_locked(cfg: GenerateConfig, path: Path, counter: TokenCounter) 
         raise UserError(f"{len(lines)} requests exceed the Batch API's {MAX_BATCH_REQUESTS} per file; "
                         "lower --count or write one type at a time")
     write_jsonl(path, lines)
+    append_config(cfg.run_dir, "batch-out", cfg.resolved())  # ingest-batch reads the run's model from here
     plan_path = cfg.run_dir / "batch_plan.jsonl"
     known = {obj.get("custom_id") for _, obj in iter_jsonl(plan_path)} if plan_path.exists() else set()
     with JsonlAppender(plan_path) as f:
@@ -113,11 +118,28 @@ def _load_plan(run_dir: Path) -> dict[str, dict[str, Any]]:
     return plan
 
 
-def ingest_batch(results: str | Path, cfg: GenerateConfig) -> IngestReport:
-    """Accept the dialogues of a Batch API output file into the run, exactly as a live run would."""
+def run_model(cfg: GenerateConfig) -> GenerateConfig:
+    """`cfg` with the model the run was planned with (recorded by --batch-out or generate), when one was."""
+    models = [h["config"].get("llm", {}).get("model") for h in run_history(cfg.run_dir)]
+    model = next((m for m in reversed(models) if m), None)
+    if model is None or model == cfg.llm.model:
+        return cfg
+    return replace(cfg, llm=replace(cfg.llm, model=model))
+
+
+def ingest_batch(results: str | Path, cfg: GenerateConfig, model_given: bool = False) -> IngestReport:
+    """Accept the dialogues of a Batch API output file into the run, exactly as a live run would.
+
+    Without `model_given`, the run's own model (config.jsonl) replaces `cfg.llm.model`; a model given
+    that differs from the run's is refused, as in `generate`.
+    """
     results = Path(results)
     if not results.is_file():
         raise UserError(f"batch results file {results} does not exist")
+    if model_given:
+        check_run_model(cfg)
+    else:
+        cfg = run_model(cfg)
     plan = _load_plan(cfg.run_dir)
     report = IngestReport(stats={})
     entries: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
@@ -142,13 +164,36 @@ def ingest_batch(results: str | Path, cfg: GenerateConfig) -> IngestReport:
         return _ingest_locked(replace(cfg, types=types), types, entries, report)
 
 
+class BatchAnswers:
+    """Plays the server for the LLM step: the answer to a request is its line of the Batch API output."""
+
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.base_url = "the OpenAI Batch API"
+        self.answers: dict[str, dict[str, Any]] = {}
+
+    async def complete(self, body: dict[str, Any], key: str | None = None, cancelled: Any = None) -> ChatResult:
+        obj = self.answers[key or ""]
+        response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+        completion = response.get("body")
+        if response.get("status_code") == 200 and isinstance(completion, dict):
+            return ChatResult(key or "", completion, None, "", 1, "json_schema", 0.0)
+        detail = str(obj.get("error") or f"HTTP {response.get('status_code')}")[:300]
+        return ChatResult(key or "", None, "batch_error", detail, 1, "json_schema", 0.0)
+
+
 def _ingest_locked(cfg: GenerateConfig, types: tuple[str, ...], entries: list, report: IngestReport) -> IngestReport:
-    states = {s.mbti: s for s in _open_states(cfg, None, types, need_persona=False)}
+    states = {s.mbti: s for s in open_states(cfg, None, types, need_persona=False)}
     report.stats = {t: s.stats for t, s in states.items()}
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    append_config(cfg.run_dir, "ingest-batch", cfg.resolved())
     files = RunFiles(cfg.run_dir)
     acceptor = AcceptorHandle(cfg, [pool_spec(s) for s in states.values()], in_process=False)
-    try:
+    answers = BatchAnswers(cfg.llm)
+    # Already paid: no cap. The step prices each result at the Batch API's discount and stores it.
+    step = LLMStep(answers, lambda call: states[call.fields["mbti"]].store, Budget(None, cfg.model_price),  # type: ignore[arg-type]
+                   max_failures_in_a_row=10**9, source="batch")
+
+    async def run() -> None:
         for mbti, obj, entry in entries:
             s = states[mbti]
             cid = obj["custom_id"]
@@ -156,27 +201,25 @@ def _ingest_locked(cfg: GenerateConfig, types: tuple[str, ...], entries: list, r
             if s.store.known(key):
                 report.skipped += 1
                 continue
-            response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-            body = response.get("body")
-            ok = response.get("status_code") == 200 and isinstance(body, dict)
             m = _CUSTOM_ID.match(cid)
             index = entry["request_index"] if entry else (int(m.group(2)) if m else None)
-            line = {"request_hash": key, "mbti": mbti, "request_index": index, "source": "batch", "custom_id": cid,
-                    "examples": entry.get("examples", []) if entry else [],
-                    "items": entry.get("items", []) if entry else [], "response_format": "json_schema",
-                    "attempts": 1, "latency_s": 0.0, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "completion": body if ok else None, "error": None if ok else "batch_error",
-                    "detail": "" if ok else str(obj.get("error") or f"HTTP {response.get('status_code')}")[:300]}
-            s.store.add(line)
+            fields = {"mbti": mbti, "request_index": index, "custom_id": cid,
+                      "examples": entry.get("examples", []) if entry else [],
+                      "items": entry.get("items", []) if entry else []}
+            answers.answers[key] = obj
+            out = await step.run(Call({}, fields, kind=f"generate:{mbti}", key=key))
             s.stats.requests += 1
-            if not ok:
+            if not out.answered:
                 s.stats.failed["batch_error"] += 1
                 continue
-            usage = read_completion(body).usage
+            usage = read_completion(out.line["completion"]).usage
             s.stats.prompt_tokens += usage.prompt_tokens
             s.stats.completion_tokens += usage.completion_tokens
-            s.stats.cost += cost_usd(usage, cfg.model_price) * BATCH_DISCOUNT
-            apply_verdicts(line, acceptor.judge_now(line), s, files)
+            s.stats.cost += out.cost
+            apply_verdicts(out.line, acceptor.judge_now(out.line), s, files)
+
+    try:
+        asyncio.run(run())
     finally:
         files.close()
         for s in states.values():

@@ -35,13 +35,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
         raise UserError(f"seeds folder {seeds} does not exist; pass --seeds DIR")
     report = check_seeds(seeds)
     table = Table(title=f"seeds: {report.personas}/16 personas, {report.topics} topics")
-    for col in ("type", "dialogues", "avg exchanges", "존댓말", "반말", "topics", "problems"):
+    for col in ("type", "dialogues", "avg exchanges", "exchanges", "존댓말", "반말", "topics", "problems"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for st in report.stats.values():
-        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", str(st.polite), str(st.casual),
+        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", st.spread(), str(st.polite), str(st.casual),
                       str(st.topics), str(st.problems))
     total = sum(st.dialogues for st in report.stats.values())
-    table.add_row("all", str(total), "", "", "", "", str(len(report.problems)), style="bold")
+    table.add_row("all", str(total), "", "", "", "", "", str(len(report.problems)), style="bold")
     console.print(table)
     for p in report.problems:
         print(p)
@@ -52,11 +52,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
 
 
 @seeds_app.command("fmt")
-def seeds_fmt(seeds: Path = SeedsDir) -> None:
+def seeds_fmt(seeds: Path = SeedsDir,
+              only: Optional[str] = typer.Option(None, "--only", help="Only these types' files, e.g. ISTJ,ENFP.")) -> None:
     """Fill in missing ids (and fix stale ones) after you add or edit seed dialogues."""
     from datagen.seed_check import format_seeds
 
-    changed, problems = format_seeds(seeds)
+    types = tuple(t.strip().upper() for t in only.split(",") if t.strip()) if only else None
+    changed, problems = format_seeds(seeds, types)
     for p in problems:
         print(p)
     print(f"{changed} id(s) written")
@@ -92,9 +94,12 @@ def _generate_config(mbti: str, count: int, run: Optional[str], out: Path, model
 
 def _progress_table(stats) -> Table:
     from datagen.cost import format_usd
+    from datagen.generate.state import spend_line
 
-    spent = format_usd(stats.spent) if stats.priced else "?"
-    table = Table(title=f"generate · run {stats.run} · spent {spent}")
+    b = stats.budget
+    money = spend_line(stats.spent, b.reserved, b.left) if stats.priced and b is not None else (
+        f"spent {format_usd(stats.spent)}" if stats.priced else "spent ?")
+    table = Table(title=f"generate · run {stats.run} · {money}")
     for col in ("type", "accepted", "rejected", "requests", "tokens", "$"):
         table.add_column(col, justify="left" if col in ("type", "rejected") else "right")
     for st in stats.types.values():
@@ -196,7 +201,7 @@ def ingest_batch_cmd(
     results: Path = typer.Argument(..., help="A Batch API output file (JSONL)."),
     run: Optional[str] = typer.Option(None, "--run", help="The run the batch was written for (default: the model name)."),
     out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
-    model: str = typer.Option("gpt-4o-mini", "--model", help="Model of the batch (names the default run)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model of the batch; default: the one --batch-out recorded in the run (names the default run when --run is not given)."),
     seeds: Path = SeedsDir,
 ) -> None:
     """Feed a Batch API output file through the same parse → check → accept path; safe to repeat."""
@@ -204,7 +209,8 @@ def ingest_batch_cmd(
     from datagen.generate import GenerateConfig
     from datagen.llm import LLMConfig
 
-    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=LLMConfig(model=model)))
+    llm = LLMConfig(model=model) if model else LLMConfig()
+    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=llm), model_given=model is not None)
     for p in rep.problems:
         print(p)
     for st in rep.stats.values():
@@ -242,6 +248,9 @@ def curate_cmd(
     model: str = typer.Option("gpt-4o-mini", "--model", help="Judge model name as the server knows it."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Judge server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
     concurrency: int = typer.Option(16, "--concurrency", help="Most judge requests in flight."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD the judge may spend on this run in all (earlier invocations count); a hard cap."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="Judge USD per 1M prompt tokens (overrides the built-in table)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="Judge USD per 1M completion tokens."),
     workers: int = typer.Option(0, "--workers", help="Processes for the rules and MinHash (0 = one per CPU core)."),
     seeds: Path = SeedsDir,
 ) -> None:
@@ -253,10 +262,11 @@ def curate_cmd(
     from datagen.curate import CurateConfig, curate, find_run
 
     cfg = CurateConfig(workers=workers)
-    judge_fn, bar = None, None
+    judge_obj, bar = None, None
     if judge:
         from rich.progress import Progress
 
+        from datagen.judge import CACHE_FILE as JUDGE_CACHE
         from datagen.judge import Judge, JudgeConfig
         from datagen.llm import LLMConfig
 
@@ -266,12 +276,16 @@ def curate_cmd(
             bar = Progress(console=err_console, transient=True)
             task = bar.add_task("judge", total=None)
         on_progress = (lambda done, total: bar.update(task, completed=done, total=total)) if bar else None
-        judge_obj = Judge(jcfg, find_run(out, run), seeds, progress=on_progress)
-        judge_fn = judge_obj.apply
+        run_dir = find_run(out, run)
+        judge_obj = Judge(jcfg, run_dir / JUDGE_CACHE, progress=on_progress, max_cost=max_cost,
+                          price=_price(price_in, price_out))
+        if _generator_model(run_dir) == model:
+            print(f"warning: the judge model {model} also generated this run, and models tend to rate their own "
+                  "writing higher; pass --model with another model for an independent read", file=sys.stderr)
     if bar:
         bar.start()
     try:
-        report = curate(run, out, cfg, seeds, judge=judge_fn)
+        report = curate(run, out, cfg, seeds, judge=judge_obj)
     finally:
         if bar:
             bar.stop()
@@ -284,6 +298,22 @@ def curate_cmd(
         print(f"bad line: {line}")
     print(report.summary())
     print(f"wrote {out / 'runs' / run}/{{{', '.join(report.files.values())}}}")
+
+
+def _price(price_in: Optional[float], price_out: Optional[float]):
+    from datagen.cost import Price
+
+    if (price_in is None) != (price_out is None):
+        raise UserError("pass both --price-in and --price-out (USD per 1M prompt / completion tokens)")
+    return Price(price_in, price_out) if price_in is not None and price_out is not None else None
+
+
+def _generator_model(run_dir: Path) -> Optional[str]:
+    from datagen.generate import run_history
+
+    models = [h["config"].get("llm", {}).get("model") for h in run_history(run_dir)
+              if h.get("command") in ("generate", "batch-out", "ingest-batch")]
+    return next((m for m in reversed(models) if m), None)
 
 
 def main() -> None:

@@ -8,17 +8,28 @@
 - `TokenCounter`: tiktoken when its encoding can be loaded. tiktoken downloads encodings
   on first use, so offline (CI, air-gapped machines) it cannot; the counter then says so
   in one line and uses `approx_tokens`, documented below.
-- During a run, spend is summed from the `usage` each response reports (`cost_usd`); the
-  estimates here only plan and reserve.
+- `Budget`: the hard cap (`--max-cost`). Before a request is sent its worst case is reserved:
+  prompt tokens (counted, scaled up by the largest billed/counted ratio seen for that kind of
+  request, since the offline count is an approximation and a server's tokenizer may differ) ×
+  input price + its `max_tokens` × output price. A request whose worst case does not fit in what
+  is left waits for requests in flight to settle, and when none is in flight the stage stops. A
+  response settles to what it billed (its `usage`) and releases the rest; so the billed total
+  never passes the cap, even against a server that bills every answer's whole `max_tokens`.
+- `billed(usage, price, batch)`: what one response cost, stored in its raw line with the price
+  it was billed at (`{"usd", "input", "output", "cached_input", "batch"}`), so a later
+  invocation sums what was really billed (the Batch API's half price included) instead of
+  repricing at today's price (`stored_spend`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 from datagen.llm import Usage
 from datagen.text import HANGUL_RE
@@ -163,3 +174,132 @@ def format_usd(x: float | None) -> str:
     if x is None:
         return "?"
     return f"${x:,.2f}" if x >= 1 else f"${x:.4f}"
+
+
+# --- what was billed ----------------------------------------------------------------------------
+
+
+def billed(usage: Usage, price: Price | None, batch: bool = False) -> dict[str, Any] | None:
+    """The `billed` field of a raw line: USD and the price it was computed at (None: price unknown).
+
+    >>> billed(Usage(1000, 500), Price(1.0, 2.0), batch=True)
+    {'usd': 0.001, 'input': 1.0, 'output': 2.0, 'cached_input': None, 'batch': True}
+    """
+    if price is None:
+        return None
+    usd = cost_usd(usage, price) * (BATCH_DISCOUNT if batch else 1.0)
+    return {"usd": round(usd, 10), **price.to_dict(), "batch": batch}
+
+
+def line_cost(line: dict[str, Any], price: Price | None) -> float:
+    """USD of one stored raw line: its own `billed.usd`, else (older lines) its usage at `price`."""
+    b = line.get("billed")
+    if isinstance(b, dict) and isinstance(b.get("usd"), (int, float)):
+        return float(b["usd"])
+    completion = line.get("completion")
+    if not isinstance(completion, dict):
+        return 0.0
+    from datagen.llm import read_completion
+
+    batch = line.get("source") == "batch"
+    return cost_usd(read_completion(completion).usage, price) * (BATCH_DISCOUNT if batch else 1.0)
+
+
+def stored_spend(lines: Iterable[dict[str, Any]], price: Price | None) -> float:
+    """What earlier invocations spent: the sum of `line_cost` over stored raw lines."""
+    return sum(line_cost(ln, price) for ln in lines if isinstance(ln, dict))
+
+
+# --- the cap ------------------------------------------------------------------------------------
+
+
+class BudgetExhausted(Exception):
+    """No request fits in what is left of --max-cost and none is in flight: the stage stops cleanly."""
+
+
+def max_tokens_of(body: dict[str, Any]) -> int:
+    """The completion-token limit a request body sets (`max_completion_tokens` or `max_tokens`)."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        if isinstance(body.get(key), int):
+            return body[key]
+    raise ValueError("a capped request needs max_tokens or max_completion_tokens in its body")
+
+
+@dataclass
+class Budget:
+    """A hard USD cap shared by every request of one stage (all types, all workers).
+
+    `reserve` before sending (waits while the worst case does not fit and requests are in flight;
+    raises `BudgetExhausted` when none is), `settle` on the answer. Without `max_cost` it only counts.
+    """
+
+    max_cost: float | None
+    price: Price | None
+    counter: TokenCounter | None = None
+    spent_before: float = 0.0
+    """USD stored by earlier invocations (their raw lines)."""
+    spent_now: float = 0.0
+    reserved: float = 0.0
+    in_flight: int = 0
+    _ratio: dict[str, float] = field(default_factory=dict)
+    _cond: asyncio.Condition | None = None
+
+    @property
+    def spent(self) -> float:
+        return self.spent_before + self.spent_now
+
+    @property
+    def left(self) -> float | None:
+        """USD not spent and not reserved (None: no cap)."""
+        return None if self.max_cost is None else self.max_cost - self.spent - self.reserved
+
+    def prompt_tokens(self, body: dict[str, Any], kind: str = "") -> int:
+        """Prompt tokens of a body for the worst case: counted (messages + response_format), then scaled up
+        by the largest billed/counted ratio seen for this kind of request (1.0 until one was billed)."""
+        count = self.counter.count if self.counter is not None else approx_tokens
+        n = sum(MESSAGE_OVERHEAD_TOKENS + count(m.get("content") or "") for m in body.get("messages") or [])
+        n += REPLY_PRIMING_TOKENS
+        if body.get("response_format"):  # OpenAI bills a structured-output schema as prompt tokens
+            n += count(json.dumps(body["response_format"], ensure_ascii=False))
+        return math.ceil(n * max(1.0, self._ratio.get(kind, 1.0)))
+
+    def worst_case(self, body: dict[str, Any], kind: str = "") -> float:
+        """USD a request can cost at most: its prompt (see `prompt_tokens`) and its whole `max_tokens`.
+        0.0 without a cap (nothing to reserve) or a price."""
+        if self.price is None or self.max_cost is None:
+            return 0.0
+        return (self.prompt_tokens(body, kind) * self.price.input + max_tokens_of(body) * self.price.output) / 1e6
+
+    def learn(self, body: dict[str, Any], kind: str, usage: Usage) -> None:
+        """Remember how the server's prompt count compares with ours for this kind of request."""
+        counted = self.prompt_tokens(body, "")
+        if counted and usage.prompt_tokens:
+            self._ratio[kind] = max(self._ratio.get(kind, 1.0), usage.prompt_tokens / counted)
+
+    def exhausted_message(self, worst: float) -> str:
+        return (f"--max-cost {format_usd(self.max_cost)} would be exceeded by another request (spent "
+                f"{format_usd(self.spent)}, next request up to {format_usd(worst)})")
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def reserve(self, worst: float) -> None:
+        cond = self._condition()
+        async with cond:
+            while self.max_cost is not None and self.spent + self.reserved + worst > self.max_cost * (1 + 1e-12):
+                if self.in_flight == 0:
+                    raise BudgetExhausted(self.exhausted_message(worst))
+                await cond.wait()
+            self.reserved += worst
+            self.in_flight += 1
+
+    async def settle(self, worst: float, actual: float) -> None:
+        """Release a reservation and count what the request really billed."""
+        cond = self._condition()
+        async with cond:
+            self.reserved -= worst
+            self.in_flight -= 1
+            self.spent_now += actual
+            cond.notify_all()

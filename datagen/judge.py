@@ -30,21 +30,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 from typing import Any, Callable
 
-from datagen.curate import JUDGE_FAILED, PERSONA, Item
+from datagen.cost import Budget, BudgetExhausted, Price, TokenCounter, price_for, stored_spend
 from datagen.errors import UserError
-from datagen.llm import (ChatResult, LLMClient, LLMConfig, LLMFatalError, ResponseStore, completion_failure,
-                         read_completion, redact_url, request_hash, resolve_base_url,
-                         uses_max_completion_tokens)
+from datagen.llm import LLMClient, LLMConfig, LLMFatalError, ResponseStore, chat_body, resolve_base_url
 from datagen.prompts import load_template
 from datagen.schema import MBTI_TYPES, Dialogue
-from datagen.seeds import DEFAULT_SEEDS_DIR, Persona, load_personas
+from datagen.seeds import DEFAULT_SEEDS_DIR, load_personas
+from datagen.step import Call, LLMStep, Outcome, StageStopped, extract_json, gather_all
 
 AXES = ("E/I", "S/N", "T/F", "J/P")
 SCORES = ("persona", "naturalness", "engagement")
@@ -147,18 +144,10 @@ SCHEMAS = {"guess": GUESS_SCHEMA, "persona": PERSONA_SCHEMA}
 
 def request_body(messages: list[dict[str, str]], kind: str, llm: LLMConfig) -> dict[str, Any]:
     """A chat-completions body asking for the judge's form as structured output."""
-    body: dict[str, Any] = {"model": llm.model, "messages": messages, "temperature": llm.temperature}
-    body["max_completion_tokens" if uses_max_completion_tokens(llm.model) else "max_tokens"] = llm.max_tokens
-    if llm.structured_output != "none":
-        body["response_format"] = ({"type": "json_schema", "json_schema": SCHEMAS[kind]}
-                                   if llm.structured_output == "json_schema" else {"type": "json_object"})
-    return body
+    return chat_body(messages, llm, SCHEMAS[kind])
 
 
 # --- parsing (pure) -----------------------------------------------------------------------------
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$")
-
 
 def parse_answer(content: str | None, kind: str) -> tuple[dict[str, Any] | None, str | None]:
     """The judge's form as `{field: value}`, or (None, what is wrong) for the repair turn and the report.
@@ -168,17 +157,12 @@ def parse_answer(content: str | None, kind: str) -> tuple[dict[str, Any] | None,
     >>> parse_answer('{"reason": "", "persona": 7}', "persona")
     (None, 'persona must be an integer from 1 to 5, got 7')
     """
-    text = _FENCE.sub("", content or "").strip()
     try:
-        obj = json.loads(text)
-    except ValueError:
-        start, end = text.find("{"), text.rfind("}")
-        try:
-            obj = json.loads(text[start:end + 1]) if 0 <= start < end else None
-        except ValueError:
-            obj = None
+        obj = extract_json(content)
+    except json.JSONDecodeError:
+        obj = None
     if not isinstance(obj, dict):
-        return None, f"not a JSON object: {text[:80]!r}"
+        return None, f"not a JSON object: {(content or '').strip()[:80]!r}"
     out: dict[str, Any] = {"reason": str(obj.get("reason") or "").strip()[:300]}
     if kind == "guess":
         guess = obj.get("guess")
@@ -264,148 +248,151 @@ def agreement(verdicts: list[Verdict]) -> dict[str, Any]:
     }
 
 
+def confusion(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:
+    """Claimed type → guessed type → count (only pairs that occur), types in `MBTI_TYPES` order.
+
+    >>> confusion([Verdict("ISTJ", "ISTJ", 5, 4, 4), Verdict("ISTJ", "ESTJ", 5, 4, 4), Verdict("ENFP", "ENFP", 5, 4, 4)])
+    {'ISTJ': {'ISTJ': 1, 'ESTJ': 1}, 'ENFP': {'ENFP': 1}}
+    """
+    out: dict[str, dict[str, int]] = {}
+    for t in MBTI_TYPES:
+        row = {g: sum(v.claimed == t and v.guess == g for v in verdicts) for g in MBTI_TYPES}
+        if any(row.values()):
+            out[t] = {g: n for g, n in row.items() if n}
+    return out
+
+
 # --- the calls ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Asked:
-    answer: dict[str, Any] | None = None
+@dataclass(frozen=True)
+class Judgement:
+    """Both answers about one dialogue, or why there is no verdict; what it took to get them."""
+
+    record: str
+    """The judged record's id."""
+    claimed: str
+    verdict: Verdict | None
     problem: str = ""
+    """Why there is no verdict (no usable answer after repairs, or no answer at all)."""
     requests: int = 0
     repairs: int = 0
 
 
-class Judge:
-    """Judges the kept records of a curate run; `apply` is what `curate(..., judge=...)` calls.
+def judge_calls(d: Dialogue, profile: str, llm: LLMConfig) -> tuple[Call, Call]:
+    """The two requests about one dialogue (pure): the blind guess and the persona check."""
+    fields = {"mbti": d.mbti, "record": d.id}
+    return (Call(request_body(guess_messages(d), "guess", llm), {"kind": "guess", **fields}, "judge:guess"),
+            Call(request_body(persona_messages(d, profile), "persona", llm), {"kind": "persona", **fields},
+                 "judge:persona"))
 
-    Personas come from `seeds_dir`; answers are cached in `<run_dir>/judge/raw.jsonl`.
+
+def parse_call(text: str, call: Call) -> tuple[dict[str, Any] | None, str | None]:
+    return parse_answer(text, call.fields["kind"])
+
+
+def judgement(d: Dialogue, guess: Outcome, persona: Outcome) -> Judgement:
+    """One dialogue's judgement from the outcomes of its two calls (pure)."""
+    requests = guess.sent + guess.cached + persona.sent + persona.cached
+    repairs = guess.repairs + persona.repairs
+    bad = guess if guess.value is None else persona if persona.value is None else None
+    if bad is not None:
+        n = bad.sent + bad.cached
+        problem = (bad.problem[1] if bad.problem and bad.problem[0] == "bad_answer"
+                   else ": ".join(bad.problem or ("failed", "")))
+        return Judgement(d.id, d.mbti, None, f"no usable judge answer after {n} request(s): {problem}", requests, repairs)
+    g, p = guess.value, persona.value
+    v = Verdict(d.mbti, g["guess"], p["persona"], g["naturalness"], g["engagement"], (g["reason"], p["reason"]))
+    return Judgement(d.id, d.mbti, v, "", requests, repairs)
+
+
+def summary(judgements: list[Judgement], cfg: JudgeConfig) -> dict[str, Any]:
+    """The report section: counts, thresholds, agreement overall and per claimed type."""
+    verdicts = [j.verdict for j in judgements if j.verdict is not None]
+    by_type = {t: agreement([v for v in verdicts if v.claimed == t]) for t in MBTI_TYPES
+               if any(v.claimed == t for v in verdicts)}
+    return {"model": cfg.llm.model, "judged": len(verdicts), "failed": len(judgements) - len(verdicts),
+            "rejected": sum(bool(v.problems(cfg)) for v in verdicts),
+            "thresholds": {"min_persona": cfg.min_persona, "min_naturalness": cfg.min_naturalness,
+                           "min_engagement": cfg.min_engagement, "max_axis_disagreements": cfg.max_axis_disagreements},
+            "requests": sum(j.requests for j in judgements), "repairs": sum(j.repairs for j in judgements),
+            "agreement": agreement(verdicts), "by_type": by_type}
+
+
+def seed_profiles(types: set[str] | list[str], seeds_dir: Path = DEFAULT_SEEDS_DIR) -> dict[str, str]:
+    """The profile text of each type from `seeds/personas/` (what the persona request judges against)."""
+    wanted = tuple(t for t in MBTI_TYPES if t in set(types))
+    personas, problems = load_personas(seeds_dir, wanted)
+    if problems:
+        raise UserError(f"the judge needs the persona of every judged type: {problems[0]}"
+                        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return {t: p.profile_text() for t, p in personas.items()}
+
+
+class Judge:
+    """Judges `Dialogue`s with any OpenAI-compatible model through the LLM step; answers cached in `cache`.
+
+    `judge(records, profiles)` returns a `Judgement` per record (profiles: type → profile text).
+    `max_cost` caps what this judge's cache may be billed in all (earlier invocations count);
     `progress(done, total)` is called as dialogues finish.
     """
 
-    def __init__(self, cfg: JudgeConfig, run_dir: Path, seeds_dir: Path = DEFAULT_SEEDS_DIR, api_key: str | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(self, cfg: JudgeConfig, cache: Path, api_key: str | None = None,
+                 progress: Callable[[int, int], None] | None = None, max_cost: float | None = None,
+                 price: Price | None = None):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.seeds_dir = Path(seeds_dir)
+        self.cache = Path(cache)
         self.api_key = api_key
         self.progress = progress or (lambda done, total: None)
+        self.max_cost = max_cost
+        self.price = price or price_for(cfg.llm.model)
         self.stats = {"sent": 0, "cached": 0}
         """Requests sent to the server / answered from the cache by this instance (not in report.json: a rerun differs)."""
         if not (api_key or os.environ.get("OPENAI_API_KEY")) and not resolve_base_url(cfg.llm.base_url):
             raise UserError("--judge needs a model: set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL / --base-url for "
                             "a local OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
+        if max_cost is not None and self.price is None:
+            raise UserError(f"no price known for judge model {cfg.llm.model}, so --max-cost cannot be enforced; pass "
+                            "--price-in and --price-out (USD per 1M tokens; 0 for a local server)")
 
-    def apply(self, items: list[Item]) -> dict[str, Any]:
-        """Judge every kept item; reject with `persona` or `judge_failed`; return the report section."""
-        todo = [it for it in items if it.kept]
-        records = [it.record for it in todo]
-        personas = self._personas({d.mbti for d in records})
-        results = self._run(records, personas)
-        verdicts: list[Verdict] = []
-        failed = rejected = 0
-        for it, d, (guess, persona) in zip(todo, records, results):
-            if guess.answer is None or persona.answer is None:
-                bad = guess if guess.answer is None else persona
-                it.reject(JUDGE_FAILED, f"no usable judge answer after {bad.requests} request(s): {bad.problem}")
-                failed += 1
-                continue
-            v = Verdict(d.mbti, guess.answer["guess"], persona.answer["persona"], guess.answer["naturalness"],
-                        guess.answer["engagement"], (guess.answer["reason"], persona.answer["reason"]))
-            verdicts.append(v)
-            it.judge = v.to_meta(self.cfg.llm.model)
-            if problems := v.problems(self.cfg):
-                it.reject(PERSONA, "; ".join(problems))
-                rejected += 1
-        by_type = {t: agreement([v for v in verdicts if v.claimed == t]) for t in MBTI_TYPES
-                   if any(v.claimed == t for v in verdicts)}
-        requests = sum(g.requests + p.requests for g, p in results)
-        repairs = sum(g.repairs + p.repairs for g, p in results)
-        return {"model": self.cfg.llm.model, "judged": len(verdicts), "failed": failed, "rejected": rejected,
-                "thresholds": {"min_persona": self.cfg.min_persona, "min_naturalness": self.cfg.min_naturalness,
-                               "min_engagement": self.cfg.min_engagement,
-                               "max_axis_disagreements": self.cfg.max_axis_disagreements},
-                "requests": requests, "repairs": repairs,
-                "agreement": agreement(verdicts), "by_type": by_type}
+    def judge(self, records: list[Dialogue], profiles: dict[str, str]) -> list[Judgement]:
+        """A judgement per record, in order; raises UserError when the stage cannot finish (all answers stay cached)."""
+        missing = sorted({d.mbti for d in records} - set(profiles))
+        if missing:
+            raise UserError(f"the judge needs the persona profile of every judged type; missing: {', '.join(missing)}")
+        if not records:
+            return []
+        store = ResponseStore(self.cache)
+        budget = Budget(self.max_cost, self.price, TokenCounter(self.cfg.llm.model) if self.max_cost is not None else None,
+                        spent_before=stored_spend(store.lines(), self.price))
+        done = {"n": 0}
 
-    def _personas(self, types: set[str]) -> dict[str, Persona]:
-        wanted = tuple(t for t in MBTI_TYPES if t in types)
-        personas, problems = load_personas(self.seeds_dir, wanted)
-        if problems:
-            raise UserError(f"the judge needs the persona of every judged type: {problems[0]}"
-                            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        return personas
-
-    def _run(self, records: list[Dialogue], personas: dict[str, Persona]) -> list[tuple[_Asked, _Asked]]:
-        store = ResponseStore(self.run_dir / CACHE_FILE)
-        state = {"fails_in_a_row": 0, "last": "", "stop": "", "done": 0}
-
-        async def ask(client: LLMClient, messages: list[dict[str, str]], kind: str, d: Dialogue) -> _Asked:
-            asked = _Asked()
-            for attempt in range(self.cfg.max_parse_attempts):
-                if state["stop"]:
-                    asked.problem = "stopped: " + state["stop"]
-                    return asked
-                body = request_body(messages, kind, self.cfg.llm)
-                key = request_hash(body)
-                line = store.get(key)
-                asked.requests += 1
-                if line is None:
-                    res = await client.complete(body, key=key)
-                    line = _raw_line(key, kind, d, res)
-                    store.add(line)
-                    self.stats["sent"] += 1
-                    if res.completion is None:
-                        state["fails_in_a_row"] += 1
-                        state["last"] = f"{res.error}: {res.detail}"
-                        if state["fails_in_a_row"] >= self.cfg.max_failures_in_a_row and not state["stop"]:
-                            where = redact_url(client.base_url) or "OpenAI"
-                            state["stop"] = (f"{state['fails_in_a_row']} judge requests in a row failed at {where} "
-                                             f"(last: {state['last']})")
-                        asked.problem = f"request failed: {res.error}: {res.detail}"
-                        return asked
-                    state["fails_in_a_row"] = 0
-                else:
-                    self.stats["cached"] += 1
-                c = read_completion(line["completion"])
-                failure = completion_failure(c)
-                answer, problem = (None, f"{failure[0]}: {failure[1]}") if failure else parse_answer(c.content, kind)
-                if answer is not None:
-                    asked.answer = answer
-                    return asked
-                asked.problem = problem or ""
-                if attempt + 1 < self.cfg.max_parse_attempts:
-                    messages = repair_messages(messages, c.content, asked.problem)
-                    asked.repairs += 1
-            return asked
-
-        async def one(client: LLMClient, d: Dialogue) -> tuple[_Asked, _Asked]:
-            guess, persona = await asyncio.gather(
-                ask(client, guess_messages(d), "guess", d),
-                ask(client, persona_messages(d, personas[d.mbti].profile_text()), "persona", d))
-            state["done"] += 1
-            self.progress(state["done"], len(records))
-            return guess, persona
-
-        async def main() -> list[tuple[_Asked, _Asked]]:
+        async def main() -> list[Judgement]:
             async with LLMClient(self.cfg.llm, api_key=self.api_key) as client:
-                return list(await asyncio.gather(*(one(client, d) for d in records)))
+                step: LLMStep = LLMStep(client, lambda call: store, budget, parse=parse_call, repair=repair_messages,
+                                        max_attempts=self.cfg.max_parse_attempts,
+                                        max_failures_in_a_row=self.cfg.max_failures_in_a_row, what="judge requests")
+
+                async def one(d: Dialogue) -> Judgement:
+                    g, p = judge_calls(d, profiles[d.mbti], self.cfg.llm)
+                    guess, persona = await asyncio.gather(step.run(g), step.run(p))
+                    done["n"] += 1
+                    self.progress(done["n"], len(records))
+                    return judgement(d, guess, persona)
+
+                try:
+                    return await gather_all(one(d) for d in records)
+                finally:
+                    self.stats["sent"] += step.sent
+                    self.stats["cached"] += step.cached
 
         try:
-            if not records:
-                return []
-            results = asyncio.run(main())
+            return asyncio.run(main())
         except LLMFatalError as e:
-            raise UserError(f"judge: {e}; answers so far are cached in {self.run_dir / CACHE_FILE}") from None
+            raise UserError(f"judge: {e}; answers so far are cached in {self.cache}") from None
+        except (StageStopped, BudgetExhausted) as e:
+            more = "; rerun with a higher --max-cost to continue" if isinstance(e, BudgetExhausted) else ""
+            raise UserError(f"judge stopped: {e}; nothing was written, answers so far are cached in {self.cache}: "
+                            f"rerun the same command to continue{more}") from None
         finally:
             store.close()
-        if state["stop"]:
-            raise UserError(f"judge stopped: {state['stop']}; nothing was written, answers so far are cached in "
-                            f"{self.run_dir / CACHE_FILE}: rerun the same command to continue")
-        return results
-
-
-def _raw_line(key: str, kind: str, d: Dialogue, res: ChatResult) -> dict[str, Any]:
-    return {"request_hash": key, "kind": kind, "mbti": d.mbti, "record": d.id, "response_format": res.response_format,
-            "attempts": res.attempts, "latency_s": round(res.latency_s, 3),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "completion": res.completion, "error": res.error, "detail": res.detail}

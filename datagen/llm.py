@@ -138,6 +138,21 @@ def uses_max_completion_tokens(model: str) -> bool:
 # --- pure helpers -----------------------------------------------------------------------------
 
 
+def chat_body(messages: list[dict[str, str]], llm: LLMConfig, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A chat-completions body: model, messages, temperature, the token limit under the name the model
+    takes, and (with a `schema`) the answer's JSON form as strict structured output, or plain JSON mode.
+
+    >>> chat_body([], LLMConfig(model="gpt-5-mini", max_tokens=10, structured_output="json_object"), {"name": "x"})
+    {'model': 'gpt-5-mini', 'messages': [], 'temperature': 1.0, 'max_completion_tokens': 10, 'response_format': {'type': 'json_object'}}
+    """
+    body: dict[str, Any] = {"model": llm.model, "messages": messages, "temperature": llm.temperature}
+    body["max_completion_tokens" if uses_max_completion_tokens(llm.model) else "max_tokens"] = llm.max_tokens
+    if schema is not None and llm.structured_output != "none":
+        body["response_format"] = ({"type": "json_schema", "json_schema": schema}
+                                   if llm.structured_output == "json_schema" else {"type": "json_object"})
+    return body
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -414,8 +429,13 @@ class LLMClient:
             return ["none"]
         return list(STRUCTURED_MODES[STRUCTURED_MODES.index(self.mode):])
 
-    async def complete(self, body: dict[str, Any], key: str | None = None) -> ChatResult:
-        """Send `body` until it succeeds or the retry bounds are spent; never raises except LLMFatalError."""
+    async def complete(self, body: dict[str, Any], key: str | None = None,
+                       cancelled: Callable[[], bool] | None = None) -> ChatResult:
+        """Send `body` until it succeeds or the retry bounds are spent; never raises except LLMFatalError.
+
+        `cancelled()` is asked each time a slot comes free: when it says yes (the stage stopped while
+        this request waited), nothing more is sent and the result's error is `cancelled`.
+        """
         o = self._openai
         key = key or request_hash(body)
         schema = (body.get("response_format") or {}).get("json_schema")
@@ -431,6 +451,9 @@ class LLMClient:
             if rf is not None:
                 send["response_format"] = rf
             await self.limiter.acquire()
+            if cancelled is not None and cancelled():
+                self.limiter.release()
+                return ChatResult(key, None, "cancelled", "the stage stopped", attempts, mode, time.monotonic() - start)
             attempts += 1
             wait = 0.0
             try:

@@ -88,10 +88,14 @@ def test_ingest_is_the_same_accept_path_and_idempotent(seeds_dir, tmp_path, clea
     assert len(meta["examples"]) == 3 and meta["request_hash"] == read_lines(cfg.run_dir / "batch_plan.jsonl")[0]["request_hash"]
     assert rep.stats["ISTJ"].cost == (2 * 2000 * 0.15 + 2 * 800 * 0.60) / 1e6 * 0.5  # Batch API: half price
 
-    snapshot = {p: p.read_bytes() for p in cfg.run_dir.rglob("*.jsonl")}
+    def data_files():  # config.jsonl is the invocation history: every ingest adds a line to it
+        return {p: p.read_bytes() for p in cfg.run_dir.rglob("*.jsonl") if p.name != "config.jsonl"}
+
+    snapshot = data_files()
     again = ingest_batch(path, cfg)
     assert again.skipped == 4 and all(st.new == 0 for st in again.stats.values())
-    assert {p: p.read_bytes() for p in cfg.run_dir.rglob("*.jsonl")} == snapshot
+    assert data_files() == snapshot
+    assert [h["command"] for h in read_lines(cfg.run_dir / "config.jsonl")] == ["batch-out", "ingest-batch", "ingest-batch"]
 
     # the batch results count for the live run too: ISTJ is done, ENFP needs one more request
     with LLMServer(default=dialogue_factory(2, salt="live")) as server:

@@ -70,7 +70,7 @@ def test_exact_counts_for_two_types(seeds_dir, tmp_path, llm_server, clean_env):
     for p in cfg.run_dir.rglob("*"):
         if p.is_file():
             assert "SECRET" not in p.read_text(encoding="utf-8")
-    conf = json.loads((cfg.run_dir / "config.json").read_text(encoding="utf-8"))
+    conf = read_lines(cfg.run_dir / "config.jsonl")[-1]["config"]
     assert conf["run"] == "test-model" and conf["llm"]["base_url"] == llm_server.base_url and conf["count"] == 6
 
 
@@ -222,8 +222,9 @@ def read_lines_lenient(path: Path) -> list[dict]:
 def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean_env):
     usage = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}  # $0.002 at $1/$1 per 1M
     with LLMServer(default=dialogue_factory(2, usage=usage)) as server:
+        # worst case per request: ~1,620 counted prompt tokens + max_tokens 1,000 = $0.0026 at $1/$1 per 1M
         cfg = config(seeds_dir, tmp_path, server, count=10, max_cost=0.005, price=Price(1.0, 1.0),
-                     llm=dict(concurrency=1))
+                     llm=dict(concurrency=1, max_tokens=1000))
         stats = generate(cfg, api_key="k")
         st = stats.types["ISTJ"]
         assert (st.requests, st.accepted, server.completions) == (2, 4, 2)
@@ -232,8 +233,8 @@ def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean
         again = generate(cfg, api_key="k")  # the cap is for the run in all: earlier spend counts
         assert again.types["ISTJ"].requests == 0 and again.spent_before == pytest.approx(0.004)
         assert "would be exceeded" in again.stop_reason
-        higher = generate(config(seeds_dir, tmp_path, server, count=10, max_cost=0.0065, price=Price(1.0, 1.0),
-                                 llm=dict(concurrency=1)), api_key="k")
+        higher = generate(config(seeds_dir, tmp_path, server, count=10, max_cost=0.007, price=Price(1.0, 1.0),
+                                 llm=dict(concurrency=1, max_tokens=1000)), api_key="k")
         assert higher.types["ISTJ"].requests == 1 and higher.spent == pytest.approx(0.006)
 
 
@@ -304,7 +305,7 @@ def test_base_url_credentials_never_reach_config(seeds_dir, tmp_path, llm_server
     url = llm_server.base_url.replace("http://", "http://user:pw-SECRET@")
     cfg = config(seeds_dir, tmp_path, None, count=2, llm=dict(base_url=url))
     generate(cfg, api_key="k")
-    assert "SECRET" not in (cfg.run_dir / "config.json").read_text(encoding="utf-8")
+    assert "SECRET" not in (cfg.run_dir / "config.jsonl").read_text(encoding="utf-8")
 
 
 # --- the CLI ----------------------------------------------------------------------------------

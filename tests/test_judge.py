@@ -174,8 +174,8 @@ def judged_run(tmp_path, seeds_dir):
 
 def run_judged(root: Path, seeds_dir: Path, server: LLMServer, **judge_kw: Any):
     cfg = JudgeConfig(llm=judge_llm(server, **judge_kw.pop("llm", {})), **judge_kw)
-    judge = Judge(cfg, root / "runs" / "r1", seeds_dir)
-    return curate("r1", root, CurateConfig(), seeds_dir, judge=judge.apply), judge
+    judge = Judge(cfg, root / "runs" / "r1" / CACHE_FILE)
+    return curate("r1", root, CurateConfig(), seeds_dir, judge=judge), judge
 
 
 def test_scores_thresholds_and_repairs_end_to_end(judged_run, seeds_dir, clean_env):
@@ -246,7 +246,7 @@ def test_a_server_that_keeps_failing_stops_the_stage_and_writes_nothing(judged_r
     root, _ = judged_run
     with LLMServer(default=lambda body, n: server_error(500)) as server:
         with pytest.raises(UserError, match=r"judge stopped: 3 judge requests in a row failed at http://127.0.0.1:\d+/v1 "
-                                            r"\(last: server_error: HTTP 500"):
+                                            r"after 1 attempt\(s\) each \(last: server_error: HTTP 500"):
             run_judged(root, seeds_dir, server, llm={"max_attempts": 1, "concurrency": 1}, max_failures_in_a_row=3)
     assert not (root / "runs" / "r1" / CURATED_FILE).exists()
 
@@ -260,7 +260,7 @@ def test_a_wrong_key_or_model_is_one_clear_error(judged_run, seeds_dir, clean_en
 
 def test_no_key_and_no_server_fails_before_any_work(tmp_path, seeds_dir, clean_env):
     with pytest.raises(UserError, match="--judge needs a model: set OPENAI_API_KEY"):
-        Judge(JudgeConfig(), tmp_path, seeds_dir)
+        Judge(JudgeConfig(), tmp_path / CACHE_FILE)
 
 
 def test_a_type_without_a_persona_is_named(tmp_path, seeds_dir, clean_env):

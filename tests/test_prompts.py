@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from datagen.generate import GenerateConfig, _open_states, plan_request, request_body
+from datagen.generate import GenerateConfig, open_states, plan_request, request_body
 from datagen.llm import LLMConfig
 from datagen.prompts import RESPONSE_SCHEMA, format_example, load_template, register_of, render_generation
 from tests.conftest import TOPICS, seed_record
@@ -69,8 +69,8 @@ def test_format_example_round_trips_as_the_response_shape():
 
 def _state(seeds_dir: Path, tmp_path: Path, **kw):
     cfg = GenerateConfig(types=("ISTJ",), count=10, out_dir=tmp_path / "out", seeds_dir=seeds_dir, **kw)
-    [state] = _open_states(cfg, cfg.count, cfg.types)
-    return cfg, state
+    [state] = open_states(cfg, cfg.count, cfg.types)
+    return cfg, state.plan
 
 
 def test_plan_is_fixed_by_the_seed(seeds_dir, tmp_path):

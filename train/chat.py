@@ -18,7 +18,7 @@ from train.config import TrainConfig, check_runtime, resolve_device
 from train.data import ChatTokens, render
 from train.merge import require_adapter
 from train.model import ModelSourceError, load_base_model, load_tokenizer, prepare_model_source
-from train.personas import PersonaPrompt, load_personas, persona_for, read_personas
+from train.personas import PersonaPrompt, check_type, load_personas, persona_for, read_personas
 
 USES = ("auto", "adapter", "merged")
 
@@ -106,6 +106,7 @@ def generate_reply(model, tokenizer, tokens: ChatTokens, messages: list[dict[str
 def chat_loop(cfg: TrainConfig, mbti: str, use: str = "auto", input_fn: Callable[[str], str] = input,
               out: Callable[..., None] = print) -> None:
     """Interactive chat in the terminal; history kept until /reset."""
+    check_type(mbti)  # a typo fails in a second
     if not (cfg.checkpoint_dir.is_dir() or cfg.merged_dir.is_dir()):
         require_adapter(cfg)  # says which command makes one
     system = persona_for(checkpoint_personas(cfg, note=out), mbti).system_prompt  # before loading the model

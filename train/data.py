@@ -384,8 +384,7 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
         train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
     train, stats = encode_chats(tokenizer, train_rows["messages"], tokens.eot_id, cfg.max_seq_len)
     report = [stats.summary(cfg.train_split)]
-    personas, notes = training_personas(train_rows)
-    report += notes
+    personas, persona_notes = training_personas(train_rows)
     if stats.kept == 0:
         raise DataError(f"no usable training chat in {cfg.dataset} ({report[0]}); each needs user/assistant turns "
                         "ending with assistant, and the first reply must fit in max_seq_len")
@@ -405,7 +404,7 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
         report.append(f"packed {n} chats into {len(train)} rows of <= {cfg.max_seq_len} tokens; padding 0%")
     else:
         report.append(f"padded batches: {padding_share(train, cfg.batch_size, False):.1%} padding")
-    return PreparedData(train=train, eval=evald, report=report, personas=personas)
+    return PreparedData(train=train, eval=evald, report=report + persona_notes, personas=personas)
 
 
 def training_personas(rows) -> tuple[dict[str, Any], list[str]]:

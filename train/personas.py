@@ -130,13 +130,19 @@ def load_personas(folder: str | Path, seeds_dir: Path | None = None,
     return fallback
 
 
-def persona_for(personas: dict[str, PersonaPrompt], mbti: str) -> PersonaPrompt:
-    """One type's persona, or a UserError naming the types this checkpoint knows."""
+def check_type(mbti: str) -> str:
+    """The type code upper-cased, or a UserError listing the 16."""
     from datagen.schema import MBTI_TYPES
 
     key = mbti.strip().upper()
     if key not in MBTI_TYPES:
         raise UserError(f"--mbti {mbti}: use one of the 16 types: {' '.join(MBTI_TYPES)}")
+    return key
+
+
+def persona_for(personas: dict[str, PersonaPrompt], mbti: str) -> PersonaPrompt:
+    """One type's persona, or a UserError naming the types this checkpoint knows."""
+    key = check_type(mbti)
     if key not in personas:
         have = " ".join(sorted(personas)) or "none"
         raise UserError(f"this checkpoint has no persona for {key} (it knows: {have}); train on data with {key} "

@@ -1,0 +1,89 @@
+"""Planning a generate request: which examples, topics and registers request i of a type shows.
+
+Pure given a type's state: request i is drawn from `random.Random(f"{seed}:{TYPE}:{i}")`, so the
+same state gives the same prompt and the same request hash (the cache and the Batch API plan rely
+on it). Topics cycle through `seeds/topics.yaml`, each once per pass, passes reshuffled.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from datagen.cost import TokenCounter
+from datagen.generate.config import GenerateConfig
+from datagen.llm import LLMConfig, chat_body, request_hash
+from datagen.prompts import REGISTERS, RESPONSE_SCHEMA, format_example, render_generation
+from datagen.schema import Dialogue
+from datagen.seeds import Persona
+
+
+@dataclass
+class TypePlan:
+    """What one type's prompts draw from: persona, seeds, topics and the run's accepted dialogues."""
+
+    mbti: str
+    persona: Persona | None
+    seeds: list[Dialogue]
+    topics: list[str]
+    accepted: list[Dialogue | dict[str, Any]]
+    """Accepted records in order, as loaded (Dialogue) or as the acceptor returned them (dict)."""
+    _topic_perms: dict[int, list[str]] = field(default_factory=dict)
+
+    def topic(self, slot: int, seed: int) -> str:
+        """Topic of the slot-th dialogue asked for: each topic once per pass, passes reshuffled."""
+        n = len(self.topics)
+        epoch = slot // n
+        if epoch not in self._topic_perms:
+            self._topic_perms[epoch] = random.Random(f"{seed}:{self.mbti}:topics:{epoch}").sample(self.topics, n)
+        return self._topic_perms[epoch][slot % n]
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    mbti: str
+    index: int
+    body: dict[str, Any]
+    request_hash: str
+    examples: tuple[str, ...]
+    items: tuple[tuple[str, str], ...]
+
+    @property
+    def custom_id(self) -> str:
+        """The Batch API id: type, request index and the start of the request hash."""
+        return f"{self.mbti}-{self.index:06d}-{self.request_hash[:16]}"
+
+def request_body(messages: list[dict[str, str]], llm: LLMConfig) -> dict[str, Any]:
+    """A chat-completions body asking for the response contract as strict structured output."""
+    return chat_body(messages, llm, RESPONSE_SCHEMA)
+
+
+def plan_request(state: TypePlan, index: int, cfg: GenerateConfig) -> PlannedRequest:
+    """Request `index` of a type: examples, topics and registers from its own RNG, prompt rendered."""
+    rng = random.Random(f"{cfg.seed}:{state.mbti}:{index}")
+    gen = [d if isinstance(d, Dialogue) else Dialogue.from_dict(d)
+           for d in rng.sample(state.accepted, min(cfg.generated_examples, len(state.accepted)))]
+    n_seed = min(len(state.seeds), cfg.seed_examples + cfg.generated_examples - len(gen))
+    examples = rng.sample(state.seeds, n_seed) + gen
+    first = rng.randrange(2)  # registers alternate within a request, so each type gets both evenly
+    items = tuple((state.topic(index * cfg.per_request + j, cfg.seed), REGISTERS[(first + j) % 2])
+                  for j in range(cfg.per_request))
+    profile = state.persona.profile_text() if state.persona else ""
+    body = request_body(render_generation(profile, examples, items), cfg.llm)
+    return PlannedRequest(state.mbti, index, body, request_hash(body), tuple(d.id for d in examples), items)
+
+
+
+def requests_cap(cfg: GenerateConfig, to_go: int) -> int:
+    """Most requests a type may send for `to_go` dialogues: a model whose output is mostly rejected must stop."""
+    return int(math.ceil(to_go / cfg.per_request * cfg.max_requests_factor)) + 2
+
+
+def estimate_output_tokens(seeds: list[Dialogue], per_request: int, counter: TokenCounter) -> int:
+    """Completion tokens of one request: n × an average seed dialogue in the response's JSON shape."""
+    if not seeds:
+        return per_request * 1000
+    avg = sum(counter.count(format_example(d)) for d in seeds) / len(seeds)
+    return int(per_request * avg) + 20
