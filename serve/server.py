@@ -8,6 +8,7 @@ Before any model is loaded, a missing checkpoint is one line naming the command 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
@@ -101,6 +102,8 @@ class BackgroundServer:
         # log_config=None: leave logging as the caller set it up (pytest's capture, the benchmark's quiet)
         self.config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                                      log_config=None, timeout_graceful_shutdown=5)
+        if access_log:  # an earlier Config(access_log=False) in this process switched propagation off for good
+            logging.getLogger("uvicorn.access").propagate = True
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="serve-http", daemon=True)
         self.port = port
