@@ -1,24 +1,30 @@
 """Serving overhead on the demo model: time to first token and tokens/s, direct `generate` vs through the server.
 
     make demo                              # once: the checkpoint this measures
-    python bench/serve_throughput.py       # ~2 minutes on 2 cores; prints a Markdown table
+    python bench/serve_throughput.py       # ~5 minutes on 2 cores (--repeat 10); prints a Markdown table
 
 For 1 and 8 concurrent streams of `--tokens` tokens each (ignore_eos, so every reply has exactly that
 many), the same persona prompt, sampling settings and seeds:
 
 - **direct**: this process loads the checkpoint (base + adapter, as `python -m serve --demo --adapter`
-  does) and calls `model.generate` with a streamer that only notes the time of each token; 8 "concurrent"
-  streams run back to back, which is what one model without batching does with 8 requests.
-- **server**: `python -m serve --demo --adapter` in its own process, and 8 `openai` SDK clients
-  (AsyncOpenAI, streaming) sent at once; it queues them and generates one at a time. Times are the
-  client's: from sending to its first content chunk, and to its last.
+  does) and calls `model.generate` on a worker thread (as the server does) with a streamer that only
+  notes the time of each token; 8 "concurrent" streams run back to back, which is what one model
+  without batching does with 8 requests.
+- **through the server**: `python -m serve --demo --adapter` in its own process, and 8 clients sent at
+  once; it queues them and generates one at a time. Two clients: the `openai` SDK (AsyncOpenAI,
+  streaming), and a lean one (asyncio streams, json.loads per event), because on 2 cores the client's
+  own CPU (the SDK builds pydantic objects per chunk) competes with the server it measures. Times are
+  the client's: from sending to its first content chunk, and to its last.
 - **direct, batched** (reference only): one `generate` call over the 8 prompts at once, what a server
   with batching (vLLM behind `--upstream`) gains on top.
 
 TTFT is from the start of the round (all 8 sent at once) to a stream's first token, so at 8 streams it
 includes the wait in the queue; per-stream tokens/s is (tokens - 1) / (last - first token); aggregate is
-all tokens / wall time. Overhead = 1 - server aggregate / direct aggregate. Each row is the best of
-`--repeat` rounds (median beside it): other jobs on a shared machine only ever slow a round down.
+all tokens / wall time. Overhead = 1 - server aggregate / direct aggregate. The last column is the CPU
+time of the process that runs the model per token (this one for direct rounds, the server's for server
+rounds: the model, the streamer, HTTP and SSE), median over rounds. Each row is the best of `--repeat`
+rounds (median beside it), direct and server rounds alternating: other jobs on a shared machine only
+ever slow a round down. Torch runs 1 CPU thread in both (`--threads`), see main().
 """
 
 from __future__ import annotations
@@ -244,7 +250,12 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64, help="tokens per reply (default 64)")
     p.add_argument("--repeat", type=int, default=3, help="rounds per row; the best is shown (default 3)")
     p.add_argument("--port", type=int, default=8791)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for the model, direct and in the server alike (default 1: see below)")
     args = p.parse_args()
+    # One OpenMP thread by default: on 2 cores shared with the client (and, here, other sessions' jobs), two
+    # spinning OpenMP threads stall whenever anything else takes a core, and the numbers swing by 2-10x.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the server process
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
     import torch
@@ -253,6 +264,7 @@ def main() -> None:
     from serve.server import checkpoint_problem
     from train.demo import demo_config
 
+    torch.set_num_threads(args.threads)
     cfg = demo_config()
     problem = checkpoint_problem(cfg, "adapter", "make demo")
     if problem:

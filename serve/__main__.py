@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=32, help="requests that may wait for the model (default 32); "
                    "one more gets 503")
     p.add_argument("--max-context", type=int, help="longest prompt + max_tokens (default: the model's)")
+    p.add_argument("--stream-interval", type=float, default=0.01, metavar="SECONDS",
+                   help="tokens that come faster than this go out in one chunk (default 0.01; 0: every token alone)")
     return p
 
 
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> None:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     scfg = ServeConfig(host=args.host, port=args.port, api_key=args.api_key, upstream=args.upstream,
                        upstream_model=args.upstream_model, upstream_api_key=args.upstream_api_key, use=args.use,
-                       max_queue=args.max_queue, max_context=args.max_context)
+                       max_queue=args.max_queue, max_context=args.max_context,
+                       stream_interval_s=args.stream_interval)
     serve(cfg, scfg, demo=args.demo, make=f"make train CONFIG={args.config or DEFAULT_CONFIG}")
 
 

@@ -36,6 +36,11 @@ class ServeConfig:
     """Requests that may wait while one generates (in-process); one more gets 503 with Retry-After."""
     max_context: int | None = None
     """Longest prompt + max_tokens accepted (in-process); None: the model's max_position_embeddings."""
+    stream_interval_s: float = 0.01
+    """Shortest time between two streamed chunks of one reply (in-process): tokens that come faster go out
+    together. 10 ms is invisible to a reader and only ever joins tokens of a fast model (the CPU demo makes
+    one every ~3 ms), whose HTTP and thread switches per token would otherwise cost ~15% of the CPU
+    (bench/RESULTS.md); an 8B model on a GPU (20-30 ms a token) still streams every token alone. 0: always alone."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -49,6 +54,8 @@ class ServeConfig:
             problems.append(f"--max-context {self.max_context}: too small to hold one chat turn")
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):
             problems.append(f"--upstream {redact_url(self.upstream)}: give a URL like http://127.0.0.1:8001/v1")
+        if not 0 <= self.stream_interval_s <= 1:
+            problems.append(f"--stream-interval {self.stream_interval_s}: use seconds between 0 and 1 (e.g. 0.01)")
         if self.upstream_timeout_s <= 0:
             problems.append("--upstream-timeout must be positive")
         if self.api_key is not None and not self.api_key.strip():

@@ -62,7 +62,8 @@ def build_app(cfg: TrainConfig, scfg: ServeConfig, make: str = "make train", not
     else:
         from serve.local import LocalBackend
 
-        backend = LocalBackend.from_config(cfg, scfg.use, max_queue=scfg.max_queue, max_context=scfg.max_context)
+        backend = LocalBackend.from_config(cfg, scfg.use, max_queue=scfg.max_queue, max_context=scfg.max_context,
+                                           stream_interval_s=scfg.stream_interval_s)
     return create_app(backend, personas, scfg)
 
 

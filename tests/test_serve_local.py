@@ -29,7 +29,7 @@ from train.personas import PersonaPrompt, seed_personas
 REPLY = "오늘 날씨가 좋네요."
 SYSTEM = "당신은 ENFP 성향의 대화 상대입니다."
 HELLO = [{"role": "user", "content": "안녕하세요"}]
-LONG = dict(max_tokens=2500, ignore_eos=True)  # a reply that runs for seconds on the tiny model
+LONG = dict(max_tokens=2000, ignore_eos=True)  # a reply that runs for seconds on the tiny model (prompts ~600 tokens)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,17 @@ def test_a_stream_is_framed_as_openai_does(scripted):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(reply_ids) + 1
     assert all(c["usage"] is None for c in chunks[:-1])
     assert content_of(events) == REPLY and len(chunks) >= 5  # the text came in pieces
+
+
+def test_tokens_faster_than_the_stream_interval_go_out_together(scripted):
+    _, shared, _ = scripted
+    backend = LocalBackend(shared.model, shared.tokenizer, shared.tokens, shared.defaults, stream_interval_s=10.0)
+    personas = {"ENFP": PersonaPrompt("ENFP", SYSTEM)}
+    with BackgroundServer(create_app(backend, personas)) as server:
+        events = sse_payloads(stream_text(server))
+    pieces = [e["choices"][0]["delta"]["content"] for e in events[1:-2]]
+    assert len(pieces) == 2 and "".join(pieces) == REPLY  # the first piece at once, the rest with the end
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
 
 
 # -- the tiny checkpoint: the real loading path, sampling, seeds ---------------------------------
