@@ -31,13 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="serve the checkpoint `make demo` trained (tiny, CPU)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=os.environ.get("SERVE_API_KEY"),
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get("SERVE_API_KEY"),
                    help="require `Authorization: Bearer KEY` on /v1 (default: $SERVE_API_KEY, else no key)")
     p.add_argument("--upstream", metavar="URL", help="forward to this OpenAI-compatible server (e.g. vLLM at "
                    "http://127.0.0.1:8001/v1) instead of loading the model here")
-    p.add_argument("--upstream-model", help="the model name the upstream serves (default: the checkpoint name, as "
+    p.add_argument("--upstream-model", metavar="NAME", help="the model name the upstream serves (default: the checkpoint name, as "
                    "`make serve-vllm` registers it)")
-    p.add_argument("--upstream-api-key", default=os.environ.get("UPSTREAM_API_KEY"),
+    p.add_argument("--upstream-api-key", metavar="KEY", default=os.environ.get("UPSTREAM_API_KEY"),
                    help="key for the upstream (default: $UPSTREAM_API_KEY)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--adapter", dest="use", action="store_const", const="adapter",

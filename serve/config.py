@@ -39,7 +39,7 @@ class ServeConfig:
     stream_interval_s: float = 0.01
     """Shortest time between two streamed chunks of one reply (in-process): tokens that come faster go out
     together. 10 ms is invisible to a reader and only ever joins tokens of a fast model (the CPU demo makes
-    one every ~3 ms), whose HTTP and thread switches per token would otherwise cost ~15% of the CPU
+    one every ~2.5 ms), whose SSE and HTTP per token would otherwise take ~0.2 ms of event-loop CPU each
     (bench/RESULTS.md); an 8B model on a GPU (20-30 ms a token) still streams every token alone. 0: always alone."""
 
     def __post_init__(self) -> None:
