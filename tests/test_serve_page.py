@@ -26,14 +26,20 @@ ASSISTANT_DONE = ".msg.assistant:not(.streaming)"
 
 
 @pytest.fixture(scope="module")
-def server():
+def backend():
+    """The scripted model (always REPLY) in the in-process backend."""
     model, tok, tokens, _, _ = scripted_chat_model(REPLY, "당신은 ENFP 성향의 대화 상대입니다.")
+    defaults = TrainConfig(model="unused", dataset="unused", optim="adamw_torch", temperature=0.0, max_new_tokens=30)
+    return LocalBackend(model, tok, tokens, defaults)
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    """A real server with all 16 personas of seeds/."""
     from datagen.schema import MBTI_TYPES
 
     found = seed_personas()
-    personas = {t: found[t] for t in MBTI_TYPES}
-    defaults = TrainConfig(model="unused", dataset="unused", optim="adamw_torch", temperature=0.0, max_new_tokens=30)
-    with BackgroundServer(create_app(LocalBackend(model, tok, tokens, defaults), personas)) as s:
+    with BackgroundServer(create_app(backend, {t: found[t] for t in MBTI_TYPES})) as s:
         yield s
 
 
@@ -153,3 +159,26 @@ def test_the_page_fits_a_phone(page):
     for selector in ("#input", "#send", "#new-chat", ".card[data-model='mbti-enfp']", ASSISTANT_DONE):
         box = page.locator(selector).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+
+
+def test_with_an_api_key_the_page_asks_for_it_once(browser, backend):
+    from serve.config import ServeConfig
+
+    personas = {"ENFP": seed_personas()["ENFP"]}
+    own = LocalBackend(backend.model, backend.tokenizer, backend.tokens, backend.defaults)  # the app closes its own
+    with BackgroundServer(create_app(own, personas, ServeConfig(api_key="sk-page-42"))) as keyed:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.goto(keyed.url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert page.inner_text("#cards-status") == "이 서버는 API 키가 필요해요. 키를 입력해 주세요."
+        page.fill("#key-input", "sk-page-42")
+        page.press("#key-input", "Enter")
+        page.wait_for_selector(".card[data-model='mbti-enfp']")
+        assert page.is_hidden("#key-form")
+        page.click(".card[data-model='mbti-enfp']")
+        send(page, "안녕하세요")
+        page.wait_for_selector(ASSISTANT_DONE)
+        assert log_texts(page) == [("user", "안녕하세요"), ("assistant", REPLY)]
+        context.close()
