@@ -112,6 +112,14 @@ _MARKUP = {
 }
 
 
+# Chat-template control text: Llama-3 / ChatML / GPT `<|…|>` tokens (DeepSeek's fullwidth `<｜…｜>` too),
+# Llama-2 / Mistral `[INST]`, `<<SYS>>`, `<s>`, `</s>`, Gemma's turn markers and `<bos>`-style tokens. Left in a
+# message, a tokenizer that knows one encodes it as the real control token: a reply holding `<|eot_id|>`
+# text teaches the model to stop mid-reply. (`### Instruction:` headers are already `markup`.)
+_CONTROL = re.compile(r"<\|[^|<>\n]{1,64}\|>|<｜[^｜<>\n]{1,64}｜>|\[/?INST\]|<</?SYS>>|</?s>"
+                      r"|<(?:start|end)_of_turn>|<(?:bos|eos|pad|unk|sep|cls|mask)>|\[(?:BOS|EOS|PAD|UNK|SEP|CLS|MASK)\]")
+_CONTROL_CHARS = re.compile(r"[<\[]")
+
 # Cheap first scans (one character class each) that let a rule skip a message its patterns cannot
 # match; curate runs every rule on every record, and most Korean messages have no Latin letter,
 # digit or '@'. Under IGNORECASE, re also matches İ ı ſ K (Kelvin) to Latin letters: kept in.
@@ -222,6 +230,13 @@ def check_repetition(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     return None
 
 
+def check_control_token(d: Dialogue, cfg: CheckConfig) -> Violation | None:
+    for i, m in enumerate(d.messages):
+        if _CONTROL_CHARS.search(m["content"]) and (hit := _CONTROL.search(m["content"])):
+            return Violation("control_token", f"message {i} has chat-template control text {hit.group(0)!r}")
+    return None
+
+
 def check_markup(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     for i, m in enumerate(d.messages):
         # Every markup pattern but list numbering needs one of these characters.
@@ -244,7 +259,7 @@ def check_personal_data(d: Dialogue, cfg: CheckConfig) -> Violation | None:
 
 # Order matters only for which reason a record is counted under: the most specific first.
 RULES: tuple[Rule, ...] = (
-    check_exchanges, check_length, check_markup, check_persona_break, check_type_label, check_personal_data,
+    check_exchanges, check_length, check_control_token, check_markup, check_persona_break, check_type_label, check_personal_data,
     check_hangul, check_english, check_register, check_repetition,
 )
 

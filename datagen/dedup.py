@@ -336,3 +336,29 @@ class MinHashIndex:
         sigs = signatures([dialogue_text(d) for _, d in pairs], self.cfg)
         for (key, _), sig in zip(pairs, sigs):
             self.insert(key, sig)
+
+
+def agreement(sigs: np.ndarray, cfg: CheckConfig) -> dict[str, object]:
+    """Whether the online index and the batch LSH decide alike on these signatures (they must).
+
+    Pairs: every pair the batch finds (sharing a band, estimate at the threshold) against every pair an
+    index holding all items returns. Verdicts: query-then-insert in stream order against `near_duplicates`.
+    bench/dedup.py --agree runs it at 10k planted near-duplicates; tests/test_dedup.py on a few hundred.
+    """
+    keys = band_keys(sigs, cfg.near_dup_bands, rows_per_band(cfg))
+    pairs, _ = similar_pairs(sigs, keys, cfg.near_dup_threshold)
+    batch = {tuple(p) for p in pairs.tolist()}
+    decided = near_duplicates(sigs, keys, cfg.near_dup_threshold)
+    everything = MinHashIndex(cfg)
+    for i, sig in enumerate(sigs):
+        everything.insert(i, sig)
+    online = {(min(i, j), max(i, j)) for j, sig in enumerate(sigs) for i, _ in everything.matches(sig) if i != j}
+    stream = MinHashIndex(cfg)
+    verdicts: dict[int, tuple] = {}
+    for j, sig in enumerate(sigs):
+        if (hit := stream.query(sig)) is not None:
+            verdicts[j] = hit
+        else:
+            stream.insert(j, sig)
+    return {"pairs": len(batch), "same_pairs": online == batch, "only_batch": len(batch - online),
+            "only_online": len(online - batch), "verdicts": len(decided), "same_verdicts": verdicts == decided}

@@ -143,3 +143,12 @@ def test_near_dup_threshold_catches_a_paraphrase_and_keeps_a_sibling():
     idx.insert(dialogue(BASE).id, dialogue(BASE))
     assert idx.query(dialogue(PARTICLES))[0] == dialogue(BASE).id
     assert idx.query(dialogue(SIBLING)) is None
+
+
+@pytest.mark.parametrize("text", ["<|eot_id|>", "말 끝<|im_end|>", "[INST] 질문", "</s>", "<<SYS>>", "<｜User｜>", "<end_of_turn>"])
+def test_control_token(text):
+    assert_rejected(make_dialogue(messages=with_assistant("그럼 정리해 볼까요? " + text)), "control_token")
+
+
+def test_control_token_leaves_ordinary_brackets():
+    assert_kept(make_dialogue(messages=with_assistant("<3 진짜 고마워요. [중요] 내일 꼭 챙기세요. 1 < 2 맞죠?")))

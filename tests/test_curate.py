@@ -247,8 +247,33 @@ def outputs(run_dir: Path) -> tuple[list[dict], list[dict], dict]:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
+    """Hashes of the run's files; config.jsonl is the invocation history (each run of curate adds a line)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != "config.jsonl"}
+
+
+CONTROL_STRINGS = ["<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>", "<|im_end|>", "<|im_start|>user",
+                   "<|endoftext|>", "</s>", "<s>", "[INST]", "[/INST]", "<<SYS>>", "<｜end▁of▁sentence｜>",
+                   "<end_of_turn>"]
+
+
+def test_control_text_is_rejected_and_the_same_dialogues_without_it_are_kept(tmp_path, seeds_dir):
+    clean = filler(len(CONTROL_STRINGS))
+    planted = []
+    for k, (d, text) in enumerate(zip(clean, CONTROL_STRINGS)):
+        msgs = [dict(m) for m in d.messages]
+        i = 1 + 2 * (k % d.exchanges)  # an assistant turn (a user one every third time)
+        i = i - 1 if k % 3 == 2 else i
+        msgs[i]["content"] = msgs[i]["content"] + " " + text if k % 2 else text + msgs[i]["content"]
+        planted.append(Dialogue.build(d.mbti, d.topic, msgs))
+    run_dir = write_run(tmp_path, {"ISTJ.jsonl": planted}, run="planted")
+    report = curate("planted", tmp_path, seeds_dir=seeds_dir)
+    assert report.kept == 0 and report.reasons == {"control_token": len(CONTROL_STRINGS)}
+    _, rejected, _ = outputs(run_dir)
+    first_hit = [t.replace("assistant<|end_header_id|>", "").replace("user", "") for t in CONTROL_STRINGS]
+    assert [r["detail"].split(" has chat-template control text ")[1] for r in rejected] == [repr(t) for t in first_hit]
+    write_run(tmp_path, {"ISTJ.jsonl": clean}, run="clean")
+    assert curate("clean", tmp_path, seeds_dir=seeds_dir).summary() == f"kept {len(clean)}/{len(clean)}"
 
 
 def test_every_filter_rejects_with_its_reason(tmp_path, seeds_dir):

@@ -8,8 +8,8 @@ import numpy as np
 from datasketch import MinHash
 
 from datagen.checks import CheckConfig
-from datagen.dedup import (MinHashIndex, band_keys, candidate_pairs, dialogue_shingles, dialogue_text, minhash_signatures,
-                           near_duplicates, rows_per_band, shingle_hashes, signatures, similar_pairs)
+from datagen.dedup import (MinHashIndex, agreement, band_keys, candidate_pairs, dialogue_shingles, dialogue_text,
+                           minhash_signatures, shingle_hashes, signatures)
 from datagen.schema import Dialogue
 from datagen.text import char_shingles, jaccard
 from tests.llm_server import distinct_dialogue, korean_dialogue
@@ -109,20 +109,5 @@ def test_online_index_and_batch_agree_on_every_pair():
     cfg = CheckConfig()
     ds = [record(korean_dialogue(i, polite=i % 3 != 0)) for i in range(300)]
     ds += [record(korean_dialogue(i, polite=i % 3 == 0)) for i in range(0, 300, 7)]  # planted register rewrites
-    sigs = signatures([dialogue_text(d) for d in ds], cfg)
-    keys = band_keys(sigs, cfg.near_dup_bands, rows_per_band(cfg))
-    pairs, _ = similar_pairs(sigs, keys, cfg.near_dup_threshold)
-    batch = {tuple(p) for p in pairs.tolist()}
-    online = MinHashIndex(cfg)
-    online.extend(enumerate(ds))
-    found = {(min(i, j), max(i, j)) for j in range(len(ds)) for i, _ in online.matches(sigs[j]) if i != j}
-    assert found == batch and len(batch) >= 43  # every planted rewrite at least
-    # and the greedy stream verdicts: query, then insert what is kept
-    stream = MinHashIndex(cfg)
-    verdicts = {}
-    for j, sig in enumerate(sigs):
-        if (hit := stream.query(sig)) is not None:
-            verdicts[j] = hit
-        else:
-            stream.insert(j, sig)
-    assert verdicts == near_duplicates(sigs, keys, cfg.near_dup_threshold)
+    a = agreement(signatures([dialogue_text(d) for d in ds], cfg), cfg)
+    assert a["same_pairs"] and a["same_verdicts"] and a["pairs"] >= 43 and (a["only_batch"], a["only_online"]) == (0, 0)

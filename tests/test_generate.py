@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.cost import Price
+from datagen.cost import Price, format_usd
 from datagen.errors import UserError
 from datagen.generate import GenerateConfig, generate, parse_dialogues
 from datagen.llm import LLMConfig, request_hash
@@ -63,8 +63,9 @@ def test_exact_counts_for_two_types(seeds_dir, tmp_path, llm_server, clean_env):
     assert not (cfg.run_dir / "rejected.jsonl").exists()
     meta = generated(cfg)[0].meta
     assert set(meta) == {"model", "run", "request_hash", "candidate", "request_index", "examples", "usage",
-                         "response_format", "requested_register", "register"}
-    assert meta["model"] == "test-model" and meta["run"] == "test-model" and len(meta["examples"]) == 3
+                         "response_format", "requested_register", "requested_relation", "requested_exchanges",
+                         "register"}
+    assert meta["model"] == "test-model" and meta["run"] == "test-model" and 1 <= len(meta["examples"]) <= 3
     assert {d.topic for d in generated(cfg)} <= set(TOPICS)
     # the key is in no file; the resolved config is
     for p in cfg.run_dir.rglob("*"):
@@ -160,6 +161,21 @@ def test_stored_responses_are_replayed_not_resent(seeds_dir, tmp_path, llm_serve
     assert_unique(recs)
 
 
+def test_a_complete_last_line_without_newline_is_kept(seeds_dir, tmp_path, llm_server, clean_env):
+    """A writer killed between a record and its newline: the record is whole, so nothing is dropped or re-sent."""
+    cfg = config(seeds_dir, tmp_path, llm_server, count=4)
+    generate(cfg, api_key="k")
+    for name in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl"):
+        path = cfg.run_dir / name
+        path.write_bytes(path.read_bytes().rstrip(b"\n"))  # the last record is complete, its newline is missing
+    stats = generate(config(seeds_dir, tmp_path, llm_server, count=6), api_key="k")
+    assert (stats.types["ISTJ"].accepted, stats.types["ISTJ"].requests, llm_server.completions) == (6, 1, 3)
+    assert stats.notices == [f"{n}: the last line was complete but had no newline; kept it and added the newline"
+                             for n in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl")]
+    assert len(generated(cfg)) == 6 and len(read_lines(cfg.run_dir / "raw" / "ISTJ.jsonl")) == 3
+    assert stats.spent_before == 0 and stats.types["ISTJ"].cached == 0  # the 2 stored answers replayed, not re-sent
+
+
 def test_torn_tails_are_dropped(seeds_dir, tmp_path, llm_server, clean_env):
     cfg = config(seeds_dir, tmp_path, llm_server, count=4)
     generate(cfg, api_key="k")
@@ -168,6 +184,8 @@ def test_torn_tails_are_dropped(seeds_dir, tmp_path, llm_server, clean_env):
             f.write('{"id": "ISTJ-0000000')
     stats = generate(config(seeds_dir, tmp_path, llm_server, count=6), api_key="k")
     assert (stats.types["ISTJ"].accepted, llm_server.completions) == (6, 3)
+    assert stats.notices == [f"{n}: dropped a torn last line left by an interrupted write (it did not parse)"
+                             for n in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl", "rejected.jsonl")]
     assert len(generated(cfg)) == 6
     for name in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl"):
         assert (cfg.run_dir / name).read_text(encoding="utf-8").endswith("}\n")
@@ -222,9 +240,9 @@ def read_lines_lenient(path: Path) -> list[dict]:
 def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean_env):
     usage = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}  # $0.002 at $1/$1 per 1M
     with LLMServer(default=dialogue_factory(2, usage=usage)) as server:
-        # worst case per request: ~1,620 counted prompt tokens + max_tokens 1,000 = $0.0026 at $1/$1 per 1M
+        # worst case per request: ~2,100 counted prompt tokens + max_tokens 500 = ~$0.0026 at $1/$1 per 1M
         cfg = config(seeds_dir, tmp_path, server, count=10, max_cost=0.005, price=Price(1.0, 1.0),
-                     llm=dict(concurrency=1, max_tokens=1000))
+                     llm=dict(concurrency=1, max_tokens=500))
         stats = generate(cfg, api_key="k")
         st = stats.types["ISTJ"]
         assert (st.requests, st.accepted, server.completions) == (2, 4, 2)
@@ -234,8 +252,48 @@ def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean
         assert again.types["ISTJ"].requests == 0 and again.spent_before == pytest.approx(0.004)
         assert "would be exceeded" in again.stop_reason
         higher = generate(config(seeds_dir, tmp_path, server, count=10, max_cost=0.007, price=Price(1.0, 1.0),
-                                 llm=dict(concurrency=1, max_tokens=1000)), api_key="k")
+                                 llm=dict(concurrency=1, max_tokens=500)), api_key="k")
         assert higher.types["ISTJ"].requests == 1 and higher.spent == pytest.approx(0.006)
+
+
+def test_max_cost_is_a_cap_against_a_server_that_bills_whole_max_tokens(seeds_dir, tmp_path, clean_env):
+    """60% of answers billed at their whole max_tokens (as reasoning models' hidden tokens are), 16 in flight:
+    what the server billed stays under --max-cost, in one invocation and over two."""
+    import random
+
+    from datagen.cost import approx_tokens
+    from tests.llm_server import dialogues_reply, distinct_dialogue, requested_topics
+
+    rng = random.Random(0)
+    billed: list[float] = []
+    price = Price(1.0, 4.0)
+
+    def answer(body, n):
+        topics = requested_topics(body) or ["주말 계획"]
+        reply = dialogues_reply([distinct_dialogue(2 * n + j, topic=topics[j % len(topics)]) for j in range(2)])
+        prompt = sum(4 + approx_tokens(m["content"]) for m in body["messages"]) + 3
+        completion = body["max_tokens"] if rng.random() < 0.6 else 300
+        billed.append((prompt * price.input + completion * price.output) / 1e6)
+        reply.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return reply
+
+    with LLMServer(default=answer, latency=0.02) as server:
+        cfg = config(seeds_dir, tmp_path, server, count=200, max_cost=0.15, price=price,
+                     llm=dict(concurrency=16, max_tokens=2000))
+        first = generate(cfg, api_key="k")
+        assert sum(billed) <= 0.15 and first.spent == pytest.approx(sum(billed))
+        assert first.stop_reason.startswith("--max-cost $0.1500 would be exceeded by another request")
+        assert server.max_in_flight > 1 and len(billed) >= 10
+        sent = len(billed)
+        again = generate(cfg, api_key="k")  # earlier spend counts, at the price it was billed at
+        assert again.spent_before == pytest.approx(sum(billed[:sent])) and sum(billed) <= 0.15
+        with pytest.raises(UserError) as e:  # a cap below one request's worst case: one line, nothing sent
+            generate(config(seeds_dir, tmp_path, server, count=200, max_cost=0.005, price=price, run="tiny",
+                            llm=dict(max_tokens=2000)), api_key="k")
+        assert len(billed) == len(server.requests)
+    msg = str(e.value)
+    assert msg.startswith("--max-cost $0.0050 is below what one request may cost: up to $0.0")
+    assert msg.endswith("or more, or lower --max-tokens") and "max_tokens 2,000 at $1 / $4 per 1M" in msg
 
 
 def test_max_cost_needs_a_price(seeds_dir, tmp_path, llm_server, clean_env):
@@ -330,15 +388,15 @@ def test_dry_run_output(seeds_dir, tmp_path, clean_env, capsys):
                         "gpt-4o-mini, server OpenAI (https://api.openai.com/v1)")
     assert lines[1].startswith("--- first request for ISTJ (request 0, hash ")
     assert lines[2:4] == ["[system]", EXPECTED_SYSTEM]
-    assert lines[4:6] == ["[user]", "아래 인물이 assistant가 되어 평범한 사람(user)과 나누는 새 대화 3개를 써 주세요."]
-    assert "1. 주제: 친구와의 갈등 / 말투: 반말" in lines
+    assert lines[4:6] == ["[user]", "아래 인물이 assistant가 되어 평범한 사람(user)과 메신저로 나누는 새 대화 3개를 써 주세요."]
+    assert "1. 주제: 친구와의 갈등 / 말투: 반말 / 상대: 친구 / 주고받기 3번 (메시지 6개)" in lines
     assert lines[-5:] == [
         "--- end of prompt ---",
-        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,988 prompt + ~2,528 completion tokens)",
-        "planned: 4 requests, ~5,988 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
+        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,484 prompt + ~2,528 completion tokens)",
+        "planned: 4 requests, ~5,484 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
         "tiktoken cannot load o200k_base offline (offline in tests); tokens approximated as 1 per Hangul syllable + 1 "
         "per 4 other characters (datagen/cost.py)",
-        "cost: ~$0.0024 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
+        "cost: ~$0.0023 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
     ]
     assert not out_dir.exists()  # a dry run writes nothing
 
@@ -413,6 +471,12 @@ def test_progress_table_renders(seeds_dir, tmp_path, llm_server, clean_env):
     console.print(_progress_table(stats))
     text = console.export_text()
     assert "generate · run test-model · spent ?" in text and "ISTJ" in text and "2/2" in text
+    capped = generate(config(seeds_dir, tmp_path, llm_server, count=4, max_cost=1.0, price=Price(1.0, 1.0),
+                             llm=dict(max_tokens=1000)), api_key="k")
+    console.print(_progress_table(capped))
+    shown = " ".join(console.export_text().split())  # rich wraps a title longer than the table
+    assert (f"generate · run test-model · spent {format_usd(capped.spent)} · reserved $0.0000 · left "
+            f"{format_usd(1.0 - capped.spent)}") in shown
 
 
 def test_worker_process_gives_the_same_verdicts(seeds_dir, tmp_path, clean_env):

@@ -11,7 +11,7 @@ from typing import Any
 from datagen.checks import CheckConfig
 from datagen.cost import Price, price_for
 from datagen.errors import UserError
-from datagen.llm import LLMConfig, redact_url, resolve_base_url
+from datagen.llm import LLMConfig
 from datagen.schema import MBTI_TYPES
 from datagen.seeds import DEFAULT_SEEDS_DIR
 
@@ -114,7 +114,7 @@ class GenerateConfig:
         d["run"] = self.run_name
         d["out_dir"] = str(self.out_dir)
         d["seeds_dir"] = str(self.seeds_dir)
-        d["llm"]["base_url"] = redact_url(resolve_base_url(self.llm.base_url))
+        d["llm"] = self.llm.resolved()
         d["checks"]["banned_phrases"] = list(self.checks.banned_phrases)
         d["price"] = self.model_price.to_dict() if self.model_price else None
         return d

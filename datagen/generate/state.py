@@ -22,7 +22,7 @@ from datagen.generate.config import GenerateConfig
 from datagen.generate.planning import TypePlan, requests_cap
 from datagen.llm import ResponseStore
 from datagen.runs import run_history
-from datagen.schema import Dialogue, JsonlAppender, iter_jsonl, read_jsonl
+from datagen.schema import Dialogue, JsonlAppender, iter_jsonl, read_jsonl, repair_torn_tail
 from datagen.seeds import Persona, load_personas, load_topics, seed_pool
 
 @dataclass
@@ -235,6 +235,20 @@ async def replay_stored(state: TypeState, acceptor: AcceptorHandle, files: RunFi
     for line in list(state.store.lines()):
         if line.get("completion") is not None:
             apply_verdicts(line, await acceptor.judge(line), state, files)
+
+
+def repair_run_files(run_dir: Path) -> list[str]:
+    """End every JSONL file of the run on a newline before appending (`repair_torn_tail`): a complete last
+    line is kept, a torn one is dropped; returns one note per file changed, for the user."""
+    notes = []
+    for path in sorted(run_dir.rglob("*.jsonl")) if run_dir.is_dir() else []:
+        what = repair_torn_tail(path)
+        rel = path.relative_to(run_dir)
+        if what == "dropped":
+            notes.append(f"{rel}: dropped a torn last line left by an interrupted write (it did not parse)")
+        elif what == "completed":
+            notes.append(f"{rel}: the last line was complete but had no newline; kept it and added the newline")
+    return notes
 
 
 def open_states(cfg: GenerateConfig, target: int | None, types: tuple[str, ...], need_persona: bool = True) -> list[TypeState]:
