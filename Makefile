@@ -9,11 +9,11 @@ REPO ?=
 CONFIG ?= train/configs/bllossom-8b.yaml
 ARGS ?=
 
-.PHONY: install test seeds-check generate curate publish train merge chat demo bench
+.PHONY: install test seeds-check generate curate publish train merge chat demo serve serve-demo serve-vllm bench
 
 install:  ## everything needed to run and test (torch first, so no CUDA packages get pulled)
 	$(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[train,dev]"
+	$(PYTHON) -m pip install -e ".[train,serve,dev]"
 
 test:  ## the whole suite; no network, no GPU
 	$(PYTHON) -m pytest
@@ -42,7 +42,17 @@ chat:  ## make chat MBTI=ENFP
 demo:  ## no key, no GPU: seeds -> tiny dataset -> 1 minute of CPU QLoRA -> two persona replies
 	$(PYTHON) -m train demo
 
+serve:  ## web chat + OpenAI-compatible API for the 16 personas: make serve [CONFIG=...] [ARGS="--port 8080 --api-key K"]
+	$(PYTHON) -m serve --config $(CONFIG) $(ARGS)
+
+serve-demo:  ## the page and the API over the model `make demo` trained (CPU)
+	$(PYTHON) -m serve --demo $(ARGS)
+
+serve-vllm:  ## print and run `vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER ...` for CONFIG
+	$(PYTHON) -m serve.vllm --config $(CONFIG) $(ARGS)
+
 bench:
 	$(PYTHON) bench/generate_throughput.py
 	$(PYTHON) bench/dedup.py
 	$(PYTHON) bench/train_throughput.py
+	$(PYTHON) bench/serve_throughput.py

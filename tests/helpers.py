@@ -74,3 +74,100 @@ def write_seeds(root: Path, dialogues: dict[str, list[dict]], personas=("ISTJ", 
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     format_seeds(root)
     return root
+
+
+# -- models for the chat and serve tests ---------------------------------------------------------
+
+def scripted_chat_model(reply: str, system: str, max_new_tokens: int = 30):
+    """A real Llama whose greedy next token is a fixed function of the current token: (model, tok, tokens, messages, reply_ids).
+
+    With every o_proj and down_proj zeroed, the last hidden state is the current token's own
+    embedding; lm_head rows then map token -> next token. The chain after the generation prompt
+    is `reply`'s tokens, then <|eot_id|>, then more text: only stopping at end-of-turn ends it early.
+    Every prompt ends with the same generation prompt, so every chat gets `reply`.
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from train.config import TrainConfig
+    from train.data import prepare_tokenizer
+    from train.tiny import SAMPLE_TEXTS, tiny_llama_config, train_tiny_tokenizer
+
+    tok = train_tiny_tokenizer(SAMPLE_TEXTS + [reply] * 50)  # the reply's words become whole tokens
+    cfg = TrainConfig(model="unused", dataset="unused", optim="adamw_torch", temperature=0.0,
+                      max_new_tokens=max_new_tokens)
+    tokens = prepare_tokenizer(tok, cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(tiny_llama_config(len(tok)))
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "안녕하세요"}]
+    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                 add_special_tokens=False)["input_ids"]
+    reply_ids = tok(reply, add_special_tokens=False)["input_ids"]
+    chain = [prompt[-1], *reply_ids, tokens.eot_id]
+    chain += [i for i in range(300, 400) if i not in chain][:3]  # what would follow if it did not stop
+    assert len(set(chain)) == len(chain), "a chain token repeats; pick another reply"
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.normal_(0, 1)
+        model.lm_head.weight.zero_()
+        for cur, nxt in zip(chain, chain[1:]):
+            model.lm_head.weight[nxt] = emb[cur] * 10
+    return model.eval(), tok, tokens, messages, reply_ids
+
+
+def build_tiny_checkpoint(root: Path, **overrides: Any):
+    """A checkpoint as training leaves it, in seconds: a tiny random Llama, an untrained LoRA adapter on its
+    4-bit base, the tokenizer, and personas.json for every type in seeds/. Returns its TrainConfig."""
+    from train.config import TrainConfig
+    from train.model import add_lora, load_base_model
+    from train.personas import save_personas, seed_personas
+    from train.tiny import SAMPLE_TEXTS, build_tiny_model, train_tiny_tokenizer
+
+    tok = train_tiny_tokenizer(SAMPLE_TEXTS, vocab_size=400)
+    cfg = TrainConfig(**{"model": str(build_tiny_model(root / "tiny", tokenizer=tok)), "dataset": "unused",
+                         "output_dir": str(root / "checkpoints"), "name": "tiny", "device": "cpu",
+                         "optim": "adamw_torch", "bf16": False, "compute_dtype": "float32",
+                         "gradient_checkpointing": False, "merge_dtype": "float32", "max_new_tokens": 16,
+                         **overrides})
+    add_lora(load_base_model(cfg, "cpu", quantized=True), cfg).save_pretrained(str(cfg.checkpoint_dir))
+    tok.save_pretrained(str(cfg.checkpoint_dir))
+    save_personas(cfg.checkpoint_dir, seed_personas(), source="tests")
+    return cfg
+
+
+# -- HTTP, for the serve tests ------------------------------------------------------------------
+
+def http_json(base_url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+              raw: bytes | None = None, timeout: float = 60) -> tuple[int, dict[str, str], Any]:
+    """One request with the standard library: (status, lower-cased headers, the JSON body or the text)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    data = raw if raw is not None else (None if body is None else json.dumps(body, ensure_ascii=False).encode())
+    conn.request(method, path, body=data, headers={"content-type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    text = resp.read().decode("utf-8")
+    conn.close()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = text
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, obj
+
+
+def sse_payloads(text: str) -> list[Any]:
+    """A server-sent event stream → each event's data: parsed JSON, or the string "[DONE]".
+    Fails on anything that is not a `data:` line or the blank line after it."""
+    events = []
+    assert text.endswith("\n\n"), "a stream ends with a blank line"
+    for block in text[:-2].split("\n\n"):
+        assert block.startswith("data: ") and "\n" not in block, f"not one data line: {block!r}"
+        payload = block[len("data: "):]
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events

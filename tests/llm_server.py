@@ -11,6 +11,8 @@ function answer the rest:
         ...  # point OPENAI_BASE_URL / --base-url at server.base_url
         assert server.completions == 5
 
+A request with `"stream": true` gets the same content as server-sent events (`stream_events`).
+
 Faults: `rate_limited` (429 + Retry-After or retry-after-ms), `server_error` (5xx),
 `slow` (answers after a delay: a timeout when the client gives up first), `malformed`
 (content that is not JSON), `truncated` (finish_reason "length"), `refused`,
@@ -63,6 +65,24 @@ def completion_body(model: str, content: str | None, finish_reason: str = "stop"
                      "message": {"role": "assistant", "content": content, "refusal": refusal}}],
         "usage": usage,
     }
+
+
+def stream_events(model: str, content: str, finish_reason: str = "stop", usage: dict[str, int] | None = None,
+                  n: int = 0, piece: int = 3) -> str:
+    """A `stream: true` answer as OpenAI frames it: a role chunk, `content` in pieces of `piece` characters,
+    the finish chunk, a usage chunk when asked for (`stream_options.include_usage`), then `data: [DONE]`."""
+    def event(delta: dict[str, str] | None, finish: str | None = None, **extra: Any) -> str:
+        obj = {"id": f"chatcmpl-test-{n}", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+               "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                                     "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    out = [event({"role": "assistant", "content": ""})]
+    out += [event({"content": content[i:i + piece]}) for i in range(0, len(content), piece)]
+    out.append(event({}, finish_reason))
+    if usage is not None:
+        out.append(event(None, usage=usage))
+    return "".join(out) + "data: [DONE]\n\n"
 
 
 def dialogues_reply(dialogues: list[dict[str, Any]], **kw: Any) -> Reply:
@@ -329,6 +349,8 @@ class Recorded:
     path: str
     body: Any
     time: float
+    headers: dict[str, str] = field(default_factory=dict)
+    """Lower-cased header names (kept only with record_bodies, like the body)."""
 
 
 class LLMServer:
@@ -403,10 +425,12 @@ class LLMServer:
                 except json.JSONDecodeError:
                     body = raw.decode("utf-8", "replace")
                 with self._lock:
-                    self.requests.append(Recorded(method, path, body if self.record_bodies else None, time.monotonic()))
+                    self.requests.append(Recorded(method, path, body if self.record_bodies else None, time.monotonic(),
+                                                  headers if self.record_bodies else {}))
                 status, payload, extra = await self._respond(method, path, body)
+                ctype = extra.pop("content-type", "application/json")
                 head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'ERR'}",
-                        "content-type: application/json", f"content-length: {len(payload)}", "connection: keep-alive"]
+                        f"content-type: {ctype}", f"content-length: {len(payload)}", "connection: keep-alive"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
@@ -437,6 +461,11 @@ class LLMServer:
             prompt = sum(len(m.get("content") or "") for m in body.get("messages", [])) if isinstance(body, dict) else 0
             out = len(reply.content or reply.refusal or "")
             usage = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
+        if isinstance(body, dict) and body.get("stream"):
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = stream_events(model, reply.content or "", reply.finish_reason, usage if include else None,
+                                   self.completions)
+            return reply.status, events.encode("utf-8"), {**reply.headers, "content-type": "text/event-stream"}
         obj = completion_body(model, reply.content, reply.finish_reason, reply.refusal, usage, self.completions)
         return reply.status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), reply.headers
 

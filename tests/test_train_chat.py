@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from datagen.errors import UserError
+from tests.helpers import scripted_chat_model
 from train.chat import chat_loop, generate_reply, load_chat_model
 from train.personas import PersonaPrompt, persona_for
 from train.config import TrainConfig
-from train.data import prepare_tokenizer
 from train.merge import merge
 from train.model import ModelSourceError, add_lora, load_base_model
-from train.tiny import SAMPLE_TEXTS, build_tiny_model, tiny_llama_config, train_tiny_tokenizer
+from train.tiny import SAMPLE_TEXTS, build_tiny_model, train_tiny_tokenizer
 
 REPLY = "오늘 날씨가 좋네요."
 SYSTEM = "당신은 ENFP 성향의 대화 상대입니다."
@@ -27,36 +26,8 @@ def greedy_cfg(**kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def scripted():
-    """A real Llama whose greedy next token is a fixed function of the current token.
-
-    With every o_proj and down_proj zeroed, the last hidden state is the current token's own
-    embedding; lm_head rows then map token -> next token. The chain after the generation prompt
-    is REPLY's tokens, then <|eot_id|>, then more text: only stopping at end-of-turn ends it early.
-    """
-    tok = train_tiny_tokenizer(SAMPLE_TEXTS + [REPLY] * 50)  # REPLY's words become whole tokens
-    tokens = prepare_tokenizer(tok, greedy_cfg())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        from transformers import LlamaForCausalLM
-
-        model = LlamaForCausalLM(tiny_llama_config(len(tok)))
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "안녕하세요"}]
-    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                 add_special_tokens=False)["input_ids"]
-    reply = tok(REPLY, add_special_tokens=False)["input_ids"]
-    chain = [prompt[-1], *reply, tokens.eot_id]
-    chain += [i for i in range(300, 400) if i not in chain][:3]  # what would follow if it did not stop
-    assert len(set(chain)) == len(chain), "a chain token repeats; pick another REPLY"
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        emb = model.model.embed_tokens.weight
-        emb.normal_(0, 1)
-        model.lm_head.weight.zero_()
-        for cur, nxt in zip(chain, chain[1:]):
-            model.lm_head.weight[nxt] = emb[cur] * 10
-    return model.eval(), tok, tokens, messages, reply
+    """A real Llama that greedily says REPLY, then <|eot_id|>, then more (tests/helpers.py)."""
+    return scripted_chat_model(REPLY, SYSTEM)
 
 
 def test_generation_streams_and_stops_at_end_of_turn(scripted):
