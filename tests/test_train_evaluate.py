@@ -122,20 +122,21 @@ def test_a_judge_answering_one_type_gives_the_accuracies_computed_by_hand(ckpt, 
 def test_a_rerun_skips_finished_chats_and_judgements(ckpt, tmp_path):
     cfg, seeds = ckpt
     with LLMServer(default=judge_factory()) as server:
-        first = evaluate(cfg, ecfg(tmp_path, seeds, server), log=quiet)
+        first = evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1), log=quiet)
         files = {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()}
         sent = server.completions
-        again = evaluate(cfg, ecfg(tmp_path, seeds, server), log=quiet)
+        assert sent == 2 * 2 * 2  # 2 chats (1 per type) × 2 conditions × 2 judge requests
+        again = evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1), log=quiet)
         assert server.completions == sent and again.judge_sent == 0
         assert again.generated_turns == {"fine_tuned": 0, "base": 0} and not again.model_loaded
         assert {p: p.read_bytes() for p in files} == files  # the same bytes: results, report, PNGs, chats, caches
         # a chat lost (e.g. killed before its line was written): only that one is generated again
         lines = (first.folder / CHATS_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
         (first.folder / CHATS_FILE).write_text("".join(lines[1:]), encoding="utf-8")
-        third = evaluate(cfg, ecfg(tmp_path, seeds, server), log=quiet)
+        third = evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1), log=quiet)
     lost = Dialogue.from_dict(json.loads(lines[0]))
     assert third.generated_turns == {"fine_tuned": len(lost.turns("user")), "base": 0}
-    assert (first.folder / CHATS_FILE).read_text(encoding="utf-8").count("\n") == 10
+    assert (first.folder / CHATS_FILE).read_text(encoding="utf-8").count("\n") == 4
 
 
 def test_base_really_runs_without_the_adapter(ckpt):
@@ -228,17 +229,17 @@ def test_judge_unreachable_keeps_the_chats_and_a_rerun_judges_the_rest(ckpt, tmp
     server = LLMServer(default=judge_factory()).start()
     url = server.base_url
     server.stop()  # nothing listens there any more
-    cfg_eval = dataclasses.replace(ecfg(tmp_path, seeds, None, judge=True, judge_base_url=url), judge_max_attempts=1)
+    cfg_eval = ecfg(tmp_path, seeds, None, judge=True, judge_base_url=url, conditions=("base",))
     with pytest.raises(UserError) as e:
         evaluate(cfg, cfg_eval, log=quiet)
     message = str(e.value)
-    assert "\n" not in message and message.startswith("the judge could not finish; the 10 generated chats are kept in")
+    assert "\n" not in message and message.startswith("the judge could not finish; the 5 generated chats are kept in")
     assert "rerun the same command to judge the rest" in message
     folder = tmp_path / "eval" / cfg.name
-    assert len(read_jsonl(folder / CHATS_FILE)[0]) == 10 and not (folder / RESULTS_FILE).exists()
+    assert len(read_jsonl(folder / CHATS_FILE)[0]) == 5 and not (folder / RESULTS_FILE).exists()
     with LLMServer(default=judge_factory()) as server:
         out = evaluate(cfg, dataclasses.replace(cfg_eval, judge_base_url=server.base_url), log=quiet)
-    assert out.generated_turns == {"fine_tuned": 0, "base": 0} and out.results["conditions"]["base"]["n_judged"] == 5
+    assert out.generated_turns == {"base": 0} and out.results["conditions"]["base"]["n_judged"] == 5
 
 
 # --- bad input: one line each, before any work ------------------------------------------------------------------
@@ -310,3 +311,21 @@ def test_prompts_file_and_limit_per_type(ckpt, tmp_path):
     notes = out.results["notes"]
     assert any(n.startswith("skipped 1 unusable held-out chat(s) (first: ") and "bad_json" in n for n in notes)
     assert "skipped held-out chats of types the checkpoint has no persona for (INTP=1)" in notes
+
+
+def test_the_judge_cost_cap(ckpt, tmp_path, clean_env):
+    cfg, seeds = ckpt
+    with pytest.raises(UserError, match="^no price known for judge model test-model, so --judge-max-cost cannot be "
+                                        "enforced; pass --judge-price-in and --judge-price-out"):
+        with LLMServer(default=judge_factory()) as server:
+            evaluate(cfg, ecfg(tmp_path, seeds, server, judge_max_cost=1.0), log=quiet)
+    assert not (tmp_path / "eval").exists()  # refused before any work
+    with LLMServer(default=judge_factory()) as server:
+        capped = ecfg(tmp_path, seeds, server, judge_max_cost=0.01, judge_price_in=1.0, judge_price_out=1.0,
+                      conditions=("base",))
+        with pytest.raises(UserError, match=r"the judge could not finish.*--max-cost \$0\.0100 would be exceeded"):
+            evaluate(cfg, capped, log=quiet)  # one request's worst case (600 tokens at $1/1M) is $0.0006+
+        assert 0 < server.completions < 10
+    spent = sum(json.loads(x)["billed"]["usd"] for x in
+                (tmp_path / "eval" / cfg.name / "judge" / "raw.jsonl").read_text(encoding="utf-8").splitlines())
+    assert spent <= 0.01

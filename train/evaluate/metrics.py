@@ -80,8 +80,9 @@ def block(chats: list[Dialogue], verdicts: Sequence[Verdict | None] | None, loss
     texts = [r for d in chats for r in replies(d)]
     stops = [s for d in chats for s in (_stops(d) or [])]
     has_stops = bool(chats) and all(_stops(d) is not None for d in chats)
-    failed = Counter(rule for d in chats for rule in set(rule_failures(d, rule_cfg)))
-    clean = sum(1 for d in chats if not rule_failures(d, rule_cfg))
+    broken = [set(rule_failures(d, rule_cfg)) for d in chats]
+    failed = Counter(rule for rules in broken for rule in rules)
+    clean = sum(1 for rules in broken if not rules)
     loss, ppl = aggregate([losses.get(d.meta.get("held_out", d.id)) for d in chats]) if losses is not None else (None, None)
     return {
         "n_chats": len(chats),
@@ -114,9 +115,10 @@ def condition_results(chats: list[Dialogue], verdicts: Sequence[Verdict | None] 
         per_type[t] = block([chats[i] for i in idx], None if verdicts is None else [verdicts[i] for i in idx],
                             losses, rule_cfg)
     overall = block(chats, verdicts, losses, rule_cfg)
-    for key in ("distinct_1", "distinct_2"):
-        values = [b[key] for b in per_type.values() if b[key] is not None]
-        overall[key] = _r(mean(values), 4) if values else None
+    for n in (1, 2):
+        values = [distinct_n([r for d in chats if d.mbti == t for r in replies(d)], n) for t in types]
+        values = [v for v in values if v is not None]
+        overall[f"distinct_{n}"] = _r(mean(values), 4) if values else None
     judged = [v for v in (verdicts or []) if v is not None]
     order = ["n_chats", "n_turns", "n_judged", "full_type", "axes"]
     out = {k: overall[k] for k in order}

@@ -154,15 +154,15 @@ class LocalModel:
             from train.model import load_base_model
 
             self.free()
+            import gc
+
+            gc.collect()  # the merged model's memory back before the base comes in (GBs on a GPU)
             base = load_base_model(self.cfg, resolve_device(self.cfg), quantized=self.cfg.load_in_4bit).eval()
             self._loaded = (base, tokenizer, tokens, f"{self.cfg.model}")
             yield base, tokenizer, tokens
 
     def free(self) -> None:
         self._loaded = None
-        import gc
-
-        gc.collect()
 
 
 # --- steps ----------------------------------------------------------------------------------------------------

@@ -69,8 +69,8 @@ def _get(block: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
 def escape(text: str, limit: int = SAMPLE_CHARS) -> str:
     """One line of model text made safe for markdown (a random model writes anything), cut at `limit`.
 
-    >>> escape("<b>*안녕*</b>\\n| 잘 가", 12)
-    '&lt;b&gt;\\\\*안녕\\\\*&lt;/b&gt; / \\\\| 잘…'
+    >>> escape("<b>*안녕*</b>\\n| 잘 가"), escape("가나다라마", 3)
+    ('&lt;b&gt;\\\\*안녕\\\\*&lt;/b&gt; / \\\\| 잘 가', '가나다…')
     """
     one = " / ".join(x.strip() for x in text.strip().splitlines() if x.strip()) or "(empty)"
     if len(one) > limit:
