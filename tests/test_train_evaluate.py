@@ -54,7 +54,7 @@ def ckpt(tmp_path_factory):
 
 
 def ecfg(tmp_path, seeds, server=None, **kw) -> EvalConfig:
-    base = dict(out_dir=str(tmp_path / "eval"), seeds_dir=str(seeds), judge_concurrency=4, judge_max_attempts=1,
+    base = dict(out=str(tmp_path), seeds_dir=str(seeds), judge_concurrency=4, judge_max_attempts=1,
                 judge_model="test-model", judge_base_url=server.base_url if server else None, judge=server is not None)
     base.update(kw)
     return EvalConfig(**base)
@@ -273,7 +273,7 @@ def test_bad_options_are_one_line(capsys, tmp_path, args, expected):
 def test_a_missing_or_empty_test_split(capsys, ckpt, tmp_path, monkeypatch):
     cfg, _ = ckpt
     base = ["eval", "--config", TINY, f"model={cfg.model}", f"output_dir={cfg.output_dir}"]
-    opts = ["--no-judge", "--out", str(tmp_path / "eval")]
+    opts = ["--no-judge", "--out", str(tmp_path)]
     only_train = write_dataset(tmp_path / "train-only", {"train": SAMPLE_CHATS})
     line = one_error(capsys, [*base, f"dataset={only_train}", *opts])
     assert f"dataset {only_train} has no 'test' split (it has: train)" in line and "--prompts FILE" in line
@@ -292,7 +292,7 @@ def test_a_missing_or_empty_test_split(capsys, ckpt, tmp_path, monkeypatch):
 def test_no_judge_server_is_one_line_before_any_work(capsys, ckpt, tmp_path, clean_env):
     cfg, _ = ckpt
     line = one_error(capsys, ["eval", "--config", TINY, f"model={cfg.model}", f"output_dir={cfg.output_dir}",
-                              "--out", str(tmp_path / "eval")])
+                              "--out", str(tmp_path)])
     assert line.startswith("error: the judge needs a model: set OPENAI_API_KEY") and "--no-judge" in line
     assert not (tmp_path / "eval").exists()
 

@@ -67,8 +67,8 @@ def _eval_parser(sub, overrides_help: str) -> None:
     e.add_argument("--limit", type=int, dest="limit_per_type", help="at most N held-out chats per type")
     e.add_argument("--conditions", help="comma-separated: fine_tuned,base,reference (default: fine_tuned,base, "
                                         "+reference with --reference-model)")
-    e.add_argument("--name", help="output folder outputs/eval/NAME (default: the checkpoint's name)")
-    e.add_argument("--out", dest="out_dir", default="outputs/eval", help="parent of the output folder")
+    e.add_argument("--name", help="output folder OUT/eval/NAME (default: the checkpoint's name)")
+    e.add_argument("--out", default="outputs", help="the outputs root, as for every stage: writes OUT/eval/NAME/")
     g = e.add_argument_group("generation")
     g.add_argument("--base-url", help="generate fine_tuned and base on this OpenAI-compatible server (vLLM: "
                                       "vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER) instead of in-process")
@@ -93,7 +93,7 @@ def _eval_parser(sub, overrides_help: str) -> None:
     j.add_argument("--no-judge", dest="judge", action="store_false", help="every other metric; the judge's are null")
 
 
-EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out_dir", "base_url", "adapter_name", "served_base",
+EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out", "base_url", "adapter_name", "served_base",
                "reference_model", "reference_base_url", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
                "concurrency", "loss", "judge_model", "judge_base_url", "judge_max_cost", "judge_price_in",
                "judge_price_out", "judge_concurrency", "judge")

@@ -23,7 +23,8 @@ from train.config import ConfigError
 CONDITIONS = ("fine_tuned", "base", "reference")
 """fine_tuned: the base with the adapter (or the merged model); base: the same base and system prompt, adapter
 disabled; reference: any OpenAI-compatible model prompted with the same system prompt."""
-DEFAULT_OUT = "outputs/eval"
+DEFAULT_OUT = "outputs"
+EVAL_DIR = "eval"  # evaluations live in <out>/eval/<name>/, beside runs/, dataset/ and checkpoints/
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class EvalConfig:
 
     # -- what ----------------------------------------------------------------------------------------
     name: str | None = None
-    """Output folder `<out_dir>/<name>/`; None: the checkpoint's name (`demo` with --demo)."""
-    out_dir: str = DEFAULT_OUT
-    """Folder holding one sub-folder per evaluation (outputs/ is ignored by git)."""
+    """Output folder `<out>/eval/<name>/`; None: the checkpoint's name (`demo` with --demo)."""
+    out: str = DEFAULT_OUT
+    """The outputs root, as for every stage (`--out`): this writes `<out>/eval/<name>/` (ignored by git)."""
     prompts: str | None = None
     """A .jsonl file of records (`mbti`, `messages`; a system message is ignored) to replay instead of the split."""
     split: str | None = None
@@ -147,6 +148,10 @@ class EvalConfig:
         problems = self.problems()
         if problems:
             raise ConfigError(problems)
+
+    def folder(self, default_name: str) -> Path:
+        """`<out>/eval/<name>/`: where this evaluation writes."""
+        return Path(self.out) / EVAL_DIR / (self.name or default_name)
 
     @property
     def run_conditions(self) -> tuple[str, ...]:

@@ -359,7 +359,7 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
     require_checkpoint(cfg, demo)
     check_servers(ecfg)
     name = ecfg.name or ("demo" if demo else cfg.name)
-    folder = Path(ecfg.out_dir) / name
+    folder = ecfg.folder(name)
     personas = checkpoint_personas(cfg, note=log)
     systems = {t: p.system_prompt for t, p in personas.items()}
     held = load_held_out(cfg, set(personas), ecfg.prompts, ecfg.split, ecfg.limit_per_type)
