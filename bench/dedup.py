@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-from datagen.checks import dialogue_shingles  # noqa: E402
+from datagen.dedup import (MinHashIndex, band_keys, dialogue_shingles, dialogue_text, near_duplicates,  # noqa: E402
+                           rows_per_band, signatures, similar_pairs)
 from datagen.curate import (EXACT_DUP, NEAR_DUP, CurateConfig, Item, add_dedup_keys,  # noqa: E402
                             drop_exact_duplicates, drop_near_duplicates)
 from datagen.schema import MBTI_TYPES, Dialogue, write_jsonl  # noqa: E402
@@ -326,7 +327,7 @@ def minhash_speed(samples: list[Sample], cfg: CurateConfig) -> tuple[float, floa
 
     t0 = time.perf_counter()
     for s in samples:
-        m = MinHash(num_perm=cfg.num_perm, seed=cfg.minhash_seed)
+        m = MinHash(num_perm=cfg.rules.near_dup_num_perm, seed=1)
         m.update_batch([x.encode("utf-8") for x in dialogue_shingles(s.dialogue, cfg.rules.near_dup_ngram)])
     theirs = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -356,20 +357,64 @@ def jaccard_by_kind(samples: list[Sample], ngrams: tuple[int, ...], rng: random.
     return out
 
 
+def agreement(samples: list[Sample], cfg: CurateConfig) -> dict[str, int | float | bool]:
+    """Do generation's online index and curation's batch LSH agree on every pair (and every verdict)?
+
+    Batch: every pair sharing a band whose estimate reaches the threshold (what curate compares).
+    Online: a `MinHashIndex` holding every dialogue, asked for each one's matches (what generate asks).
+    Then the greedy stream verdicts: query-then-insert online against `near_duplicates` in batch.
+    """
+    rules = cfg.rules
+    t0 = time.perf_counter()
+    sigs = signatures([dialogue_text(s.dialogue) for s in samples], rules)
+    keys = band_keys(sigs, rules.near_dup_bands, rows_per_band(rules))
+    pairs, _ = similar_pairs(sigs, keys, rules.near_dup_threshold)
+    batch = {tuple(p) for p in pairs.tolist()}
+    decided = near_duplicates(sigs, keys, rules.near_dup_threshold)
+    t_batch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    online = MinHashIndex(rules)
+    for i, sig in enumerate(sigs):
+        online.insert(i, sig)
+    found = {(min(i, j), max(i, j)) for j, sig in enumerate(sigs) for i, _ in online.matches(sig) if i != j}
+    stream = MinHashIndex(rules)
+    verdicts = {}
+    for j, sig in enumerate(sigs):
+        if (hit := stream.query(sig)) is not None:
+            verdicts[j] = hit
+        else:
+            stream.insert(j, sig)
+    t_online = time.perf_counter() - t0
+    return {"pairs": len(batch), "same_pairs": found == batch, "only_batch": len(batch - found),
+            "only_online": len(found - batch), "verdicts": len(decided), "same_verdicts": verdicts == decided,
+            "batch_s": t_batch, "online_s": t_online}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rouge", action="store_true", help="skip the pairwise ROUGE-L baselines (minutes)")
     ap.add_argument("--no-datasketch-index", action="store_true", help="skip timing datasketch's MinHashLSH index")
+    ap.add_argument("--agree", type=int, metavar="N",
+                    help="only check that generate's online index and curate agree on every pair at N dialogues")
     args = ap.parse_args()
+    if args.agree:
+        a = agreement(synthesise(args.agree, args.seed, build_pools()), CurateConfig())
+        print("| N | near-duplicate pairs (batch) | same pairs online | only batch | only online | greedy verdicts "
+              "| same verdicts | batch | online |")
+        print("| ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+        print(f"| {args.agree:,} | {a['pairs']:,} | {'yes' if a['same_pairs'] else 'NO'} | {a['only_batch']} "
+              f"| {a['only_online']} | {a['verdicts']:,} | {'yes' if a['same_verdicts'] else 'NO'} "
+              f"| {a['batch_s']:.1f} s | {a['online_s']:.1f} s |")
+        return
     rng = random.Random(args.seed)
     cfg = CurateConfig()
     pools = build_pools()
     print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
           f"python {platform.python_version()}")
     print(f"defaults: character {cfg.rules.near_dup_ngram}-grams, Jaccard ≥ {cfg.rules.near_dup_threshold}, "
-          f"{cfg.num_perm} permutations, {cfg.lsh_bands}×{cfg.rows_per_band} bands\n")
+          f"{cfg.rules.near_dup_num_perm} permutations, {cfg.rules.near_dup_bands}×{rows_per_band(cfg.rules)} bands\n")
     rows = []
     kind_rows = []
     for n in args.sizes:
@@ -416,7 +461,7 @@ def main() -> None:
     for n, pk in kind_rows:
         print(f"| {n:,} | " + " | ".join(f"{pk[k]:.3f}" for k in KINDS) + f" | {pk['sibling kept']:.3f} |")
     print()
-    print(f"MinHash of 1,000 dialogues ({cfg.num_perm} permutations): datasketch MinHash.update_batch {mh_theirs:.2f} s, "
+    print(f"MinHash of 1,000 dialogues ({cfg.rules.near_dup_num_perm} permutations): datasketch MinHash.update_batch {mh_theirs:.2f} s, "
           f"curate's numpy version of the same scheme {mh_ours:.2f} s (incl. normalising and band keys)\n")
     print("Character n-gram Jaccard per kind of pair, median (min–max):\n")
     print("| pair | n=2 | n=3 | n=4 | n=5 |")

@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datagen.checks import CheckConfig, dialogue_shingles  # noqa: E402
-from datagen.dedup import MinHashIndex  # noqa: E402
+from datagen.checks import CheckConfig  # noqa: E402
+from datagen.dedup import MinHashIndex, dialogue_shingles  # noqa: E402
 from datagen.generate import GenerateConfig, generate  # noqa: E402
 from datagen.llm import LLMConfig  # noqa: E402
 from datagen.schema import MBTI_TYPES, Dialogue  # noqa: E402
@@ -260,7 +260,7 @@ def neardup_cost(sizes: list[int], candidates: int) -> list[dict]:
     for i in planted:
         src = pool[rng.randrange(sizes[0])]
         probes[i] = Dialogue.build(src.mbti, src.topic, [dict(m) for m in src.messages[:-2]])
-    index = MinHashIndex.from_config(CheckConfig())  # what generation uses
+    index = MinHashIndex(CheckConfig())  # what generation uses
     rows = []
     inserted = 0
     insert_times = []
@@ -296,7 +296,7 @@ def register_pair_row() -> str:
     casual = Dialogue.build("ISTJ", "t", korean_dialogue(3, polite=False)["messages"])
     j = jaccard(dialogue_shingles(polite, 3), dialogue_shingles(casual, 3))
     r = rouge_l(korean_tokens(polite.text), korean_tokens(casual.text))
-    index = MinHashIndex.from_config(CheckConfig())
+    index = MinHashIndex(CheckConfig())
     index.insert(polite.id, polite)
     found = index.query(casual) is not None
     caught = "catches it too, at the pairwise cost above" if r >= 0.7 else "misses it"

@@ -31,6 +31,7 @@ from datagen.errors import UserError
 from datagen.generate import (AcceptorHandle, GenerateConfig, RunFiles, RunLock, TypeStats, append_config,
                               apply_verdicts, check_run_model, estimate_output_tokens, open_states, plan_request,
                               pool_spec, run_history)
+from datagen.generate.state import repair_run_files
 from datagen.llm import ChatResult, LLMConfig, Usage, read_completion
 from datagen.schema import MBTI_TYPES, JsonlAppender, LineError, iter_jsonl, write_jsonl
 from datagen.step import Call, LLMStep
@@ -106,6 +107,8 @@ class IngestReport:
     skipped: int = 0
     """Results already stored by an earlier ingest (idempotence)."""
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Run files whose unfinished last line was completed or dropped before ingesting."""
 
 
 def _load_plan(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -183,6 +186,7 @@ class BatchAnswers:
 
 
 def _ingest_locked(cfg: GenerateConfig, types: tuple[str, ...], entries: list, report: IngestReport) -> IngestReport:
+    report.notes += repair_run_files(cfg.run_dir)
     states = {s.mbti: s for s in open_states(cfg, None, types, need_persona=False)}
     report.stats = {t: s.stats for t, s in states.items()}
     append_config(cfg.run_dir, "ingest-batch", cfg.resolved())

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
+from datagen.errors import UserError
 from datagen.schema import MBTI_TYPES, Dialogue
-from datagen.text import char_shingles, dialogue_register, hangul_share, jaccard
+from datagen.text import dialogue_register, hangul_share
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ class CheckConfig:
     """Most share of repeated word 3-grams in the assistant's text (generation loops)."""
     near_dup_ngram: int = 3
     """Character n-gram size for near-duplicate Jaccard (3 keeps 존댓말/반말 pairs at ~0.7)."""
+    near_dup_num_perm: int = 128
+    """MinHash permutations of the near-duplicate signatures: the Jaccard estimate's standard error is
+    ~sqrt(J(1-J)/num_perm), 0.04 at 128."""
+    near_dup_bands: int = 32
+    """LSH bands (rows per band = num_perm // bands). 32×4 (datasketch's own optimum for 0.4 at 128) makes a pair a
+    candidate with p≈0.56 at Jaccard 0.4, 0.87 at 0.5 and 0.99 at 0.6, while an unrelated pair (J≈0.1) collides with
+    p≈0.003; candidates are then checked against the threshold (bench/dedup.py: recall 0.999 on planted pairs)."""
     near_dup_threshold: float = 0.4
     """Jaccard of character n-grams at or above which two dialogues count as near-duplicates. Chosen on the
     labelled pairs in tests/test_curate.py: a light paraphrase of every sentence (particles, endings) sits at
@@ -57,6 +65,20 @@ class CheckConfig:
     under 0.2 (0.13 at most between any two hand-written seeds)."""
     banned_phrases: tuple[str, ...] = ("인공지능", "언어 모델", "언어모델", "챗봇", "어시스턴트", "AI", "GPT", "오픈AI")
     """Self-references that break the persona (matched in assistant turns; Latin ones as whole words)."""
+
+    def __post_init__(self) -> None:
+        p = []
+        if not 1 <= self.min_exchanges <= self.max_exchanges:
+            p.append(f"min_exchanges must be at least 1 and at most max_exchanges (got {self.min_exchanges}, "
+                     f"{self.max_exchanges})")
+        if not 0.0 < self.near_dup_threshold <= 1.0:
+            p.append(f"near_dup_threshold must be in (0, 1] (got {self.near_dup_threshold})")
+        if self.near_dup_ngram < 1 or self.near_dup_num_perm < 2:
+            p.append("near_dup_ngram must be at least 1 and near_dup_num_perm at least 2")
+        if not 1 <= self.near_dup_bands <= self.near_dup_num_perm:
+            p.append(f"near_dup_bands must be between 1 and near_dup_num_perm ({self.near_dup_num_perm})")
+        if p:
+            raise UserError("rules: " + "; ".join(p))
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,14 @@ _MARKUP = {
     "list numbering": re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s"),
 }
 
+
+# Chat-template control text: Llama-3 / ChatML / GPT `<|…|>` tokens (DeepSeek's fullwidth `<｜…｜>` too),
+# Llama-2 / Mistral `[INST]`, `<<SYS>>`, `<s>`, `</s>`, Gemma's turn markers and `<bos>`-style tokens. Left in a
+# message, a tokenizer that knows one encodes it as the real control token: a reply holding `<|eot_id|>`
+# text teaches the model to stop mid-reply. (`### Instruction:` headers are already `markup`.)
+_CONTROL = re.compile(r"<\|[^|<>\n]{1,64}\|>|<｜[^｜<>\n]{1,64}｜>|\[/?INST\]|<</?SYS>>|</?s>"
+                      r"|<(?:start|end)_of_turn>|<(?:bos|eos|pad|unk|sep|cls|mask)>|\[(?:BOS|EOS|PAD|UNK|SEP|CLS|MASK)\]")
+_CONTROL_CHARS = re.compile(r"[<\[]")
 
 # Cheap first scans (one character class each) that let a rule skip a message its patterns cannot
 # match; curate runs every rule on every record, and most Korean messages have no Latin letter,
@@ -200,6 +230,13 @@ def check_repetition(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     return None
 
 
+def check_control_token(d: Dialogue, cfg: CheckConfig) -> Violation | None:
+    for i, m in enumerate(d.messages):
+        if _CONTROL_CHARS.search(m["content"]) and (hit := _CONTROL.search(m["content"])):
+            return Violation("control_token", f"message {i} has chat-template control text {hit.group(0)!r}")
+    return None
+
+
 def check_markup(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     for i, m in enumerate(d.messages):
         # Every markup pattern but list numbering needs one of these characters.
@@ -222,7 +259,7 @@ def check_personal_data(d: Dialogue, cfg: CheckConfig) -> Violation | None:
 
 # Order matters only for which reason a record is counted under: the most specific first.
 RULES: tuple[Rule, ...] = (
-    check_exchanges, check_length, check_markup, check_persona_break, check_type_label, check_personal_data,
+    check_exchanges, check_length, check_control_token, check_markup, check_persona_break, check_type_label, check_personal_data,
     check_hangul, check_english, check_register, check_repetition,
 )
 
@@ -238,32 +275,3 @@ def first_violation(d: Dialogue, cfg: CheckConfig = CheckConfig()) -> Violation 
         if v := rule(d, cfg):
             return v
     return None
-
-
-def dialogue_shingles(d: Dialogue, n: int) -> set[str]:
-    """Character n-grams of the dialogue's text without role tags or system text."""
-    return char_shingles("\n".join(m["content"] for m in d.messages if m["role"] != "system"), n)
-
-
-@dataclass
-class NearDupIndex:
-    """Exact pairwise Jaccard over character n-grams; right for hundreds of seeds.
-
-    Generation and curation use MinHash LSH over the same shingles for thousands and more.
-    """
-
-    cfg: CheckConfig = field(default_factory=CheckConfig)
-    items: list[tuple[str, set[str]]] = field(default_factory=list)
-
-    def query(self, d: Dialogue) -> tuple[str, float] | None:
-        """The most similar stored id at or above the threshold, with its Jaccard."""
-        sh = dialogue_shingles(d, self.cfg.near_dup_ngram)
-        best: tuple[str, float] | None = None
-        for other_id, other in self.items:
-            j = jaccard(sh, other)
-            if j >= self.cfg.near_dup_threshold and (best is None or j > best[1]):
-                best = (other_id, j)
-        return best
-
-    def add(self, d: Dialogue) -> None:
-        self.items.append((d.id, dialogue_shingles(d, self.cfg.near_dup_ngram)))

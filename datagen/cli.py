@@ -24,24 +24,37 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 SeedsDir = typer.Option(DEFAULT_SEEDS_DIR, "--seeds", help="The seeds folder (personas/, topics.yaml, dialogues/).")
+Out = typer.Option(Path("outputs"), "--out", help="The outputs root, the same for every stage: runs in OUT/runs, datasets "
+                   "in OUT/dataset, checkpoints and evals beside them.")
+Set = typer.Option([], "--set", metavar="KEY=VALUE", help="Override any field of the stage's config (dotted into nested "
+                   "ones, e.g. checks.near_dup_threshold=0.5); repeat for more. Unknown keys name the closest valid ones.")
+
+
+def _with_sets(cfg, sets: list[str], prefix: str = ""):
+    """`cfg` with the `--set` overrides whose key starts with `prefix` (the prefix stripped)."""
+    from datagen.overrides import apply_overrides
+
+    mine = [s[len(prefix):] for s in sets if s.startswith(prefix)] if prefix else sets
+    return apply_overrides(cfg, mine) if mine else cfg
 
 
 @seeds_app.command("check")
-def seeds_check(seeds: Path = SeedsDir) -> None:
+def seeds_check(seeds: Path = SeedsDir, sets: list[str] = Set) -> None:
     """Validate every seed file; print a table per type; exit 1 listing every problem."""
-    from datagen.seed_check import check_seeds
+    from datagen.seed_check import SeedCheckConfig, check_seeds
 
+    cfg = _with_sets(SeedCheckConfig(), sets)
     if not seeds.is_dir():
         raise UserError(f"seeds folder {seeds} does not exist; pass --seeds DIR")
-    report = check_seeds(seeds)
+    report = check_seeds(seeds, cfg)
     table = Table(title=f"seeds: {report.personas}/16 personas, {report.topics} topics")
-    for col in ("type", "dialogues", "avg exchanges", "존댓말", "반말", "topics", "problems"):
+    for col in ("type", "dialogues", "avg exchanges", "exchanges", "존댓말", "반말", "topics", "problems"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for st in report.stats.values():
-        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", str(st.polite), str(st.casual),
+        table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", st.spread(), str(st.polite), str(st.casual),
                       str(st.topics), str(st.problems))
     total = sum(st.dialogues for st in report.stats.values())
-    table.add_row("all", str(total), "", "", "", "", str(len(report.problems)), style="bold")
+    table.add_row("all", str(total), "", "", "", "", "", str(len(report.problems)), style="bold")
     console.print(table)
     for p in report.problems:
         print(p)
@@ -52,11 +65,13 @@ def seeds_check(seeds: Path = SeedsDir) -> None:
 
 
 @seeds_app.command("fmt")
-def seeds_fmt(seeds: Path = SeedsDir) -> None:
+def seeds_fmt(seeds: Path = SeedsDir,
+              only: Optional[str] = typer.Option(None, "--only", help="Only these types' files, e.g. ISTJ,ENFP.")) -> None:
     """Fill in missing ids (and fix stale ones) after you add or edit seed dialogues."""
     from datagen.seed_check import format_seeds
 
-    changed, problems = format_seeds(seeds)
+    types = tuple(t.strip().upper() for t in only.split(",") if t.strip()) if only else None
+    changed, problems = format_seeds(seeds, types)
     for p in problems:
         print(p)
     print(f"{changed} id(s) written")
@@ -71,23 +86,21 @@ def _generate_config(mbti: str, count: int, run: Optional[str], out: Path, model
                      concurrency: int, max_cost: Optional[float], seed: int, seeds: Path, per_request: int,
                      seed_examples: int, generated_examples: int, temperature: float, max_tokens: int,
                      timeout: float, max_attempts: int, backoff: float, response_format: str,
-                     price_in: Optional[float], price_out: Optional[float]):
-    from datagen.cost import Price
+                     price_in: Optional[float], price_out: Optional[float], sets: list[str]):
     from datagen.generate import GenerateConfig
     from datagen.llm import LLMConfig
     from datagen.schema import MBTI_TYPES
 
     key = mbti.strip().upper()
     types = MBTI_TYPES if key == "ALL" else tuple(dict.fromkeys(t.strip() for t in key.split(",") if t.strip()))
-    if (price_in is None) != (price_out is None):
-        raise UserError("pass both --price-in and --price-out (USD per 1M prompt / completion tokens)")
-    price = Price(price_in, price_out) if price_in is not None and price_out is not None else None
+    price = _price(price_in, price_out)
     llm = LLMConfig(model=model, base_url=base_url, concurrency=concurrency, temperature=temperature,
                     max_tokens=max_tokens, timeout_s=timeout, max_attempts=max_attempts, backoff_base_s=backoff,
                     structured_output=response_format)
-    return GenerateConfig(types=types, count=count, run=run, out_dir=out, seeds_dir=seeds, llm=llm, seed=seed,
-                          seed_examples=seed_examples, generated_examples=generated_examples,
-                          per_request=per_request, max_cost=max_cost, price=price)
+    cfg = GenerateConfig(types=types, count=count, run=run, out_dir=out, seeds_dir=seeds, llm=llm, seed=seed,
+                         seed_examples=seed_examples, generated_examples=generated_examples,
+                         per_request=per_request, max_cost=max_cost, price=price)
+    return _with_sets(cfg, sets)
 
 
 def _progress_table(stats) -> Table:
@@ -114,7 +127,7 @@ def generate_cmd(
     mbti: str = typer.Option("ISTJ", "--mbti", help="A type (ISTJ), several (ISTJ,ENFP) or all (the 16 share one concurrency budget)."),
     count: int = typer.Option(200, "--count", help="Accepted dialogues per type in the run, in all (earlier invocations count)."),
     run: Optional[str] = typer.Option(None, "--run", help="Run name (outputs/runs/RUN). Default: the model name, so rerunning the same command resumes."),
-    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
+    out: Path = Out,
     model: str = typer.Option("gpt-4o-mini", "--model", help="Model name as the server knows it."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
     concurrency: int = typer.Option(16, "--concurrency", help="Most requests in flight; halves on 429 and grows back."),
@@ -135,6 +148,7 @@ def generate_cmd(
     price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live per-type table (on a terminal)."),
     seeds: Path = SeedsDir,
+    sets: list[str] = Set,
 ) -> None:
     """Grow each type to COUNT accepted dialogues with any OpenAI-compatible LLM (self-instruct); resumable.
 
@@ -143,7 +157,7 @@ def generate_cmd(
     """
     cfg = _generate_config(mbti, count, run, out, model, base_url, concurrency, max_cost, seed, seeds, per_request,
                            seed_examples, generated_examples, temperature, max_tokens, timeout, max_attempts,
-                           backoff, response_format, price_in, price_out)
+                           backoff, response_format, price_in, price_out, sets)
     if dry_run:
         from datagen.generate import format_dry_run, plan_run
 
@@ -198,9 +212,10 @@ def generate_cmd(
 def ingest_batch_cmd(
     results: Path = typer.Argument(..., help="A Batch API output file (JSONL)."),
     run: Optional[str] = typer.Option(None, "--run", help="The run the batch was written for (default: the model name)."),
-    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live."),
+    out: Path = Out,
     model: Optional[str] = typer.Option(None, "--model", help="Model of the batch; default: the one --batch-out recorded in the run (names the default run when --run is not given)."),
     seeds: Path = SeedsDir,
+    sets: list[str] = Set,
 ) -> None:
     """Feed a Batch API output file through the same parse → check → accept path; safe to repeat."""
     from datagen.batch import ingest_batch
@@ -208,7 +223,10 @@ def ingest_batch_cmd(
     from datagen.llm import LLMConfig
 
     llm = LLMConfig(model=model) if model else LLMConfig()
-    rep = ingest_batch(results, GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=llm), model_given=model is not None)
+    cfg = _with_sets(GenerateConfig(run=run, out_dir=out, seeds_dir=seeds, llm=llm), sets)
+    rep = ingest_batch(results, cfg, model_given=model is not None)
+    for note in rep.notes:
+        print(f"note: {note}")
     for p in rep.problems:
         print(p)
     for st in rep.stats.values():
@@ -219,29 +237,31 @@ def ingest_batch_cmd(
 
 @app.command("publish")
 def publish_cmd(
-    run: str = typer.Option(..., "--run", help="The run to publish: outputs/runs/RUN/curated.jsonl."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Dataset folder to write (default: outputs/dataset/RUN)."),
+    run: str = typer.Option(..., "--run", help="The run to publish: OUT/runs/RUN/curated.jsonl."),
+    out: Path = Out,
+    dataset_dir: Optional[Path] = typer.Option(None, "--dataset-dir", help="Dataset folder to write (default: OUT/dataset/RUN)."),
     include_seeds: bool = typer.Option(False, "--include-seeds", help="Also publish the hand-written seeds of the run's types."),
     test_share: float = typer.Option(0.05, "--test-share", help="Share of each type in the test split (0 = train only)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the stratified split."),
     license: str = typer.Option("cc-by-nc-4.0", "--license", help="Hub license id for the dataset card."),
     repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Upload to this Hub dataset repo (USER/NAME)."),
     private: bool = typer.Option(False, "--private", help="Make the Hub repo private."),
-    runs_dir: Path = typer.Option(Path("outputs/runs"), "--runs-dir", help="Where runs live."),
     seeds: Path = SeedsDir,
+    sets: list[str] = Set,
 ) -> None:
     """Write a Hub-ready dataset folder (card, Parquet splits, plots) from a curated run; upload it with --repo-id."""
     from datagen.publish import PublishConfig, publish
 
-    cfg = PublishConfig(run=run, runs_dir=runs_dir, out=out, seeds_dir=seeds, include_seeds=include_seeds,
-                        test_share=test_share, seed=seed, license=license, repo_id=repo_id, private=private)
+    cfg = _with_sets(PublishConfig(run=run, out=out, dataset_dir=dataset_dir, seeds_dir=seeds, include_seeds=include_seeds,
+                                   test_share=test_share, seed=seed, license=license, repo_id=repo_id, private=private),
+                     sets)
     print(publish(cfg).summary())
 
 
 @app.command("curate")
 def curate_cmd(
-    run: str = typer.Option(..., "--run", help="The run to curate: outputs/runs/RUN/generated/*.jsonl."),
-    out: Path = typer.Option(Path("outputs"), "--out", help="Where runs live (the outputs root)."),
+    run: str = typer.Option(..., "--run", help="The run to curate: OUT/runs/RUN/generated/*.jsonl."),
+    out: Path = Out,
     judge: bool = typer.Option(False, "--judge/--no-judge", help="Also ask an LLM judge for persona fidelity (off by default; costs requests)."),
     model: str = typer.Option("gpt-4o-mini", "--model", help="Judge model name as the server knows it."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Judge server URL ending in /v1. Default: $OPENAI_BASE_URL, else OpenAI."),
@@ -251,6 +271,9 @@ def curate_cmd(
     price_out: Optional[float] = typer.Option(None, "--price-out", help="Judge USD per 1M completion tokens."),
     workers: int = typer.Option(0, "--workers", help="Processes for the rules and MinHash (0 = one per CPU core)."),
     seeds: Path = SeedsDir,
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a CurateConfig field (e.g. "
+                                   "rules.max_register_minority=0.2), or a JudgeConfig one with judge. in front "
+                                   "(judge.min_persona=4); repeat for more."),
 ) -> None:
     """Dedup (exact + MinHash LSH, across types and against the seeds), quality rules, optional judge.
 
@@ -259,7 +282,7 @@ def curate_cmd(
     """
     from datagen.curate import CurateConfig, curate, find_run
 
-    cfg = CurateConfig(workers=workers)
+    cfg = _with_sets(CurateConfig(workers=workers), [x for x in sets if not x.startswith("judge.")])
     judge_obj, bar = None, None
     if judge:
         from rich.progress import Progress
@@ -268,8 +291,8 @@ def curate_cmd(
         from datagen.judge import Judge, JudgeConfig
         from datagen.llm import LLMConfig
 
-        jcfg = JudgeConfig(llm=LLMConfig(model=model, base_url=base_url, concurrency=concurrency, temperature=0.0,
-                                         max_tokens=600))
+        jcfg = _with_sets(JudgeConfig(llm=LLMConfig(model=model, base_url=base_url, concurrency=concurrency,
+                                                    temperature=0.0, max_tokens=600)), sets, "judge.")
         if err_console.is_terminal:
             bar = Progress(console=err_console, transient=True)
             task = bar.add_task("judge", total=None)
@@ -277,7 +300,7 @@ def curate_cmd(
         run_dir = find_run(out, run)
         judge_obj = Judge(jcfg, run_dir / JUDGE_CACHE, progress=on_progress, max_cost=max_cost,
                           price=_price(price_in, price_out))
-        if (gen_model := _generator_model(run_dir)) == model:
+        if _generator_model(run_dir) == model:
             print(f"warning: the judge model {model} also generated this run, and models tend to rate their own "
                   "writing higher; pass --model with another model for an independent read", file=sys.stderr)
     if bar:
@@ -307,7 +330,7 @@ def _price(price_in: Optional[float], price_out: Optional[float]):
 
 
 def _generator_model(run_dir: Path) -> Optional[str]:
-    from datagen.generate import run_history
+    from datagen.runs import run_history
 
     models = [h["config"].get("llm", {}).get("model") for h in run_history(run_dir)
               if h.get("command") in ("generate", "batch-out", "ingest-batch")]

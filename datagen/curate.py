@@ -23,9 +23,9 @@ folder and is left alone), one `{"reason", "detail", "file", "line", "record"}` 
 line (`record` is null and `raw` holds the line when it did not parse). Nothing in the run's
 input files is modified, and the same inputs give byte-identical outputs.
 
-Near duplicates: MinHash over character n-grams of the dialogue text (role tags and system
-text excluded: `checks.dialogue_shingles`), banded LSH for candidates, then the MinHash
-estimate of Jaccard against the threshold. Character n-grams, not words: the 존댓말 and 반말
+Near duplicates: `datagen.dedup`, the one definition generation and the seed check use too
+(MinHash over character n-grams of the dialogue text, banded LSH for candidates, then the
+MinHash estimate of Jaccard against the threshold), computed here in batch. Character n-grams, not words: the 존댓말 and 반말
 renderings of one utterance share almost no word 5-grams but ~0.7 of their character 3-grams.
 """
 
@@ -37,15 +37,17 @@ import multiprocessing
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHashLSH
 
 from datagen.checks import CheckConfig, first_violation
+from datagen.dedup import SCHEME, SEED, band_keys, dialogue_text, near_duplicates, rows_per_band, signatures
 from datagen.errors import UserError
+from datagen.runs import append_config
 from datagen.schema import MBTI_TYPES, Dialogue, RecordError
 from datagen.seeds import DEFAULT_SEEDS_DIR
 from datagen.text import dedup_normalize
@@ -62,25 +64,14 @@ REPORT_FILE = "report.json"
 EXACT_DUP, NEAR_DUP, PERSONA, JUDGE_FAILED = "exact_dup", "near_dup", "persona", "judge_failed"
 SCHEMA, BAD_JSON, TORN_LINE = "schema", "bad_json", "torn_line"
 
-MINHASH_SCHEME = "affine32"  # datasketch 2.x's default scheme; signatures below match it bit for bit
-
 
 @dataclass(frozen=True)
 class CurateConfig:
     """Everything `datagen curate` decides with; saved into report.json as the resolved config."""
 
     rules: CheckConfig = field(default_factory=CheckConfig)
-    """The per-dialogue rules, shared with seeds check and generation. `rules.near_dup_ngram` and
-    `rules.near_dup_threshold` also define a near-duplicate here (one definition for every stage)."""
-    num_perm: int = 128
-    """MinHash permutations. The Jaccard estimate's standard error is ~sqrt(J(1-J)/num_perm): 0.04 at 128."""
-    lsh_bands: int = 32
-    """LSH bands (rows per band = num_perm // lsh_bands). 32×4 (datasketch's own optimum for 0.4 at 128) makes
-    a pair a candidate with p≈0.56 at Jaccard 0.4, 0.87 at 0.5 and 0.99 at 0.6, while an unrelated pair
-    (J≈0.1) collides with p≈0.003; candidates are then checked against the threshold, so extra candidates
-    cost time, never precision. bench/dedup.py: recall 0.999 on planted near-duplicates."""
-    minhash_seed: int = 1
-    """Seed of datasketch's permutations (its default), so signatures are interchangeable with `datasketch.MinHash`."""
+    """The per-dialogue rules, shared with seeds check and generation. Its `near_dup_*` settings also define a
+    near-duplicate here (one definition for every stage: datagen/dedup.py)."""
     lsh_index: str = "sorted"
     """`sorted`: candidate pairs from sorting each band's keys in numpy (measured ~20x faster than
     datasketch's MinHashLSH at 100k records, see bench/dedup.py); `datasketch`: query-then-insert
@@ -96,24 +87,12 @@ class CurateConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.num_perm < 2:
-            problems.append("num_perm must be at least 2")
-        if not 1 <= self.lsh_bands <= self.num_perm:
-            problems.append(f"lsh_bands must be between 1 and num_perm ({self.num_perm})")
-        if not 0.0 < self.rules.near_dup_threshold <= 1.0:
-            problems.append("rules.near_dup_threshold must be in (0, 1]")
-        if self.rules.near_dup_ngram < 1:
-            problems.append("rules.near_dup_ngram must be at least 1")
         if self.lsh_index not in ("sorted", "datasketch"):
             problems.append(f"lsh_index {self.lsh_index!r}: use 'sorted' or 'datasketch'")
         if self.workers < 0 or self.chunk_lines < 1:
             problems.append("workers must be >= 0 and chunk_lines >= 1")
         if problems:
             raise UserError("curate config: " + "; ".join(problems))
-
-    @property
-    def rows_per_band(self) -> int:
-        return self.num_perm // self.lsh_bands
 
 
 # --- items ------------------------------------------------------------------------------------
@@ -260,10 +239,9 @@ def add_dedup_keys(items: list[Item], cfg: CurateConfig) -> None:
     """Set each item's exact key, MinHash signature and LSH band keys (vectorised over the list)."""
     if not items:
         return
-    normalised = [dedup_normalize(it.record.text) for it in items]
-    flat, counts = chunk_shingle_hashes(normalised, cfg.rules.near_dup_ngram)
-    sigs = minhash_flat(flat, counts, cfg.num_perm, cfg.minhash_seed)
-    keys = band_keys(sigs, cfg.lsh_bands, cfg.rows_per_band)
+    normalised = [dialogue_text(it.record) for it in items]
+    sigs = signatures(normalised, cfg.rules)
+    keys = band_keys(sigs, cfg.rules.near_dup_bands, rows_per_band(cfg.rules))
     for it, text, sig, k in zip(items, normalised, sigs, keys):
         it.exact_key, it.signature, it.band_keys = _digest(text), sig.tobytes(), k.tobytes()
 
@@ -275,129 +253,6 @@ def exact_key(d: Dialogue) -> bytes:
 
 def _digest(normalised: str) -> bytes:
     return hashlib.blake2b(normalised.encode("utf-8"), digest_size=16).digest()
-
-
-# --- MinHash ------------------------------------------------------------------------------------
-# datasketch hashes each shingle with SHA-1 in a Python loop (MinHash.update_batch): ~0.4 s per
-# 1,000 dialogues here, 40 s for 100k. The same "affine32" scheme vectorised over a chunk of
-# dialogues in numpy takes ~0.06 s per 1,000 (measured in bench/dedup.py); tests check the
-# signatures equal datasketch's own MinHash fed the same shingle hashes.
-
-_POLY = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: the polynomial base folding n code points
-_FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
-_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
-
-
-def shingle_hashes(text: str, n: int) -> np.ndarray:
-    """32-bit hashes of the character n-grams `text.char_shingles(text, n)` yields (as a multiset).
-
-    >>> len(shingle_hashes("밥 먹었어?", 3))  # 밥먹었 먹었어 었어?
-    3
-    """
-    flat, _ = chunk_shingle_hashes([dedup_normalize(text)], n)
-    return flat
-
-
-def chunk_shingle_hashes(normalised: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The shingle hashes of many normalised texts at once: `(flat hashes, count per text)`.
-
-    Spaces are dropped (Korean spacing varies), as in `char_shingles`; a text shorter than n is
-    one shingle. All texts are hashed in one pass over their concatenation (per-text numpy calls
-    cost more than the hashing), then the windows that straddle two texts are dropped.
-    """
-    texts = [t.replace(" ", "") for t in normalised]  # dedup_normalize leaves single ASCII spaces only
-    lengths = np.array([len(t) for t in texts], dtype=np.int64)
-    counts = np.where(lengths >= n, lengths - n + 1, np.minimum(lengths, 1))
-    out = np.empty(int(counts.sum()), dtype=np.uint64)
-    offsets = np.cumsum(counts) - counts
-    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    long = lengths >= n
-    if len(cp) >= n and long.any():
-        span = len(cp) - n + 1
-        h = cp[:span].copy()
-        with np.errstate(over="ignore"):
-            for i in range(1, n):
-                h = h * _POLY + cp[i:i + span]
-        starts = np.cumsum(lengths) - lengths
-        c = counts[long]
-        step = np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)  # 0, 1, ... within each text
-        out[np.repeat(offsets[long], c) + step] = h[np.repeat(starts[long], c) + step]
-    for k in np.flatnonzero(~long & (lengths > 0)):  # shorter than n: the whole text is one shingle
-        v = np.uint64(0)
-        with np.errstate(over="ignore"):
-            for ch in texts[k]:
-                v = v * _POLY + np.uint64(ord(ch))
-        out[offsets[k]] = v
-    s1, m1, m2 = _FMIX64
-    with np.errstate(over="ignore"):
-        out ^= out >> s1
-        out *= m1
-        out ^= out >> s1
-        out *= m2
-        out ^= out >> s1
-    return (out >> np.uint64(32)).astype(np.uint32), counts
-
-
-@lru_cache(maxsize=8)
-def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME).permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
-
-
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    s1, m1, s2, m2 = _FMIX32
-    h = h ^ (h >> s1)
-    h = h * m1
-    h = h ^ (h >> s2)
-    h = h * m2
-    return h ^ (h >> s1)
-
-
-def minhash_signatures(hash_lists: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
-    """`(len(hash_lists), num_perm)` uint32 signatures, equal to datasketch's affine32 `MinHash`
-    with `hashfunc` returning these hashes (fmix32 pre-mix, then `a*h + b mod 2^32`, then min)."""
-    flat = np.concatenate(hash_lists) if hash_lists else np.zeros(0, dtype=np.uint32)
-    return minhash_flat(flat, np.array([len(h) for h in hash_lists], dtype=np.int64), num_perm, seed)
-
-
-def minhash_flat(flat: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
-    """`minhash_signatures` of texts whose hashes lie back to back in `flat` (`counts` per text)."""
-    a, b = _permutations(num_perm, seed)
-    out = np.full((len(counts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    nonempty = np.flatnonzero(counts)
-    if not len(nonempty):
-        return out
-    starts = (np.cumsum(counts) - counts)[nonempty]  # empty texts own no hashes, so reduceat skips them
-    hv = _fmix32(flat)
-    tmp = np.empty_like(hv)
-    cols = np.empty((len(nonempty), num_perm), dtype=np.uint32)
-    for k in range(num_perm):  # one permutation over the whole chunk at a time: cache-friendly
-        np.multiply(hv, a[k], out=tmp)
-        np.add(tmp, b[k], out=tmp)
-        cols[:, k] = np.minimum.reduceat(tmp, starts)
-    out[nonempty] = cols
-    return out
-
-
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """`(len(sigs), bands)` uint64 keys, one per band of `rows` consecutive values (datasketch's
-    banding): equal bands give equal keys; unequal ones collide with p≈2^-64, and a collision only
-    adds a candidate that the threshold then checks."""
-    block = sigs[:, :bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
-    keys = np.zeros((len(sigs), bands), dtype=np.uint64)
-    s1, m1, m2 = _FMIX64
-    with np.errstate(over="ignore"):
-        for r in range(rows):
-            keys ^= block[:, :, r] * _BAND_MULT[r % len(_BAND_MULT)]
-            keys ^= keys >> s1  # fmix64: every input bit reaches every output bit
-            keys *= m1
-            keys ^= keys >> s1
-            keys *= m2
-            keys ^= keys >> s1
-    return keys
-
-
-_BAND_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
 
 
 # --- pipeline steps -----------------------------------------------------------------------------
@@ -475,66 +330,21 @@ def _signature_matrix(items: list[Item], num_perm: int) -> np.ndarray:
     return np.frombuffer(b"".join(it.signature for it in items), dtype=np.uint32).reshape(len(items), num_perm)
 
 
-def candidate_pairs(keys: np.ndarray) -> np.ndarray:
-    """`(P, 2)` unique index pairs `(i, j)`, i < j, that share a key in at least one band (column)."""
-    n = len(keys)
-    found = []
-    for band in keys.T:
-        order = np.argsort(band, kind="stable")
-        sorted_keys = band[order]
-        group = np.concatenate(([0], np.cumsum(sorted_keys[1:] != sorted_keys[:-1])))
-        # pair each position with the ones 1, 2, ... places after it in the same bucket
-        pos = np.arange(n - 1)
-        step = 1
-        while len(pos):
-            pos = pos[pos + step < n]
-            pos = pos[group[pos] == group[pos + step]]
-            if len(pos):
-                a, b = order[pos], order[pos + step]
-                found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
-            step += 1
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found).astype(np.int64)
-    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])  # one int per pair: a 1-D unique, sorted by (i, j)
-    return np.stack([codes // n, codes % n], axis=1)
-
-
-_PAIRS_AT_ONCE = 100_000  # candidate pairs compared per numpy call: ~2 × 50 MB of signatures at 128 permutations
-
-
 def _near_dups_sorted(live: list[Item], cfg: CurateConfig) -> dict[int, tuple[int, float]]:
     """{index of a rejected item: (index of the kept item it matches, estimated Jaccard)}."""
-    if len(live) < 2:
-        return {}
-    keys = np.frombuffer(b"".join(it.band_keys for it in live), dtype=np.uint64).reshape(len(live), cfg.lsh_bands)
-    pairs = candidate_pairs(keys)
-    sigs = _signature_matrix(live, cfg.num_perm)
-    scores = np.empty(len(pairs))
-    for lo in range(0, len(pairs), _PAIRS_AT_ONCE):
-        p = pairs[lo:lo + _PAIRS_AT_ONCE]
-        scores[lo:lo + len(p)] = (sigs[p[:, 0]] == sigs[p[:, 1]]).mean(axis=1)
-    hits = scores >= cfg.rules.near_dup_threshold
-    pairs, scores = pairs[hits], scores[hits]
-    # Greedy in stream order: j is a duplicate if a still-kept earlier i matches it.
-    by_later: dict[int, list[tuple[int, float]]] = {}
-    for (i, j), sc in zip(pairs.tolist(), scores.tolist()):
-        by_later.setdefault(j, []).append((i, sc))
-    rejected: dict[int, tuple[int, float]] = {}
-    for j in sorted(by_later):
-        kept = [(i, sc) for i, sc in by_later[j] if i not in rejected]
-        if kept:
-            rejected[j] = max(kept, key=lambda p: (p[1], -p[0]))
-    return rejected
+    rules = cfg.rules
+    keys = np.frombuffer(b"".join(it.band_keys for it in live), dtype=np.uint64).reshape(len(live), rules.near_dup_bands)
+    return near_duplicates(_signature_matrix(live, rules.near_dup_num_perm), keys, rules.near_dup_threshold)
 
 
 def _near_dups_datasketch(live: list[Item], cfg: CurateConfig) -> dict[int, tuple[int, float]]:
     """The reference: query, then insert each kept item into datasketch's MinHashLSH, in order."""
-    lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.lsh_bands, cfg.rows_per_band))
-    sigs = _signature_matrix(live, cfg.num_perm)
+    rules = cfg.rules
+    lsh = MinHashLSH(num_perm=rules.near_dup_num_perm, params=(rules.near_dup_bands, rows_per_band(rules)))
+    sigs = _signature_matrix(live, rules.near_dup_num_perm)
     rejected: dict[int, tuple[int, float]] = {}
     for j in range(len(live)):
-        m = LeanMinHash(seed=cfg.minhash_seed, hashvalues=sigs[j], scheme=MINHASH_SCHEME)
+        m = LeanMinHash(seed=SEED, hashvalues=sigs[j], scheme=SCHEME)
         cands = sorted(lsh.query(m))
         if cands:
             scores = (sigs[cands] == sigs[j]).mean(axis=1)
@@ -655,6 +465,8 @@ def curate(run: str, out: Path = DEFAULT_OUT, cfg: CurateConfig = CurateConfig()
     if not (seeds_dir / "dialogues").is_dir():
         raise UserError(f"seeds folder {seeds_dir} has no dialogues/; pass --seeds DIR (the dedup reference)")
     total_lines = sum(p.read_bytes().count(b"\n") + 1 for p in run_inputs(run_dir))
+    append_config(run_dir, "curate", {**_jsonable(asdict(cfg)), "seeds_dir": str(seeds_dir),
+                                      "judge": judge.resolved() if judge is not None else None})
 
     items: Iterable[Item] = inspect_all(read_lines(run_dir, seeds_dir), cfg, total_lines)
     items = drop_exact_duplicates(items)
@@ -701,8 +513,8 @@ def build_report(run: str, items: list[Item], cfg: CurateConfig, judge_stats: di
         "of_a_seed": sum(it.dup_of.origin == "seed" for it in dups if it.dup_of),
         "across_types": sum(it.dup_of.mbti != it.mbti for it in dups if it.dup_of),
         "method": (f"MinHash LSH over character {cfg.rules.near_dup_ngram}-grams, Jaccard ≥ "
-                   f"{cfg.rules.near_dup_threshold}, {cfg.num_perm} permutations, "
-                   f"{cfg.lsh_bands} bands × {cfg.rows_per_band} rows"),
+                   f"{cfg.rules.near_dup_threshold}, {cfg.rules.near_dup_num_perm} permutations, "
+                   f"{cfg.rules.near_dup_bands} bands × {rows_per_band(cfg.rules)} rows"),
     }
     bad = [it for it in gen + seeds if it.reason in (SCHEMA, BAD_JSON, TORN_LINE)]
     return CurateReport(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any, Callable
@@ -87,6 +87,10 @@ class JudgeConfig:
             problems.append("judge max_parse_attempts and max_failures_in_a_row must be at least 1")
         if problems:
             raise UserError("; ".join(problems))
+
+    def resolved(self) -> dict[str, Any]:
+        """As recorded in a run's history (no credentials)."""
+        return {**asdict(self), "llm": self.llm.resolved()}
 
 
 # --- prompts (pure) -----------------------------------------------------------------------------
@@ -354,6 +358,10 @@ class Judge:
         if max_cost is not None and self.price is None:
             raise UserError(f"no price known for judge model {cfg.llm.model}, so --max-cost cannot be enforced; pass "
                             "--price-in and --price-out (USD per 1M tokens; 0 for a local server)")
+
+    def resolved(self) -> dict[str, Any]:
+        """The judge's settings as recorded in a run's history (no credentials)."""
+        return {**self.cfg.resolved(), "max_cost": self.max_cost, "price": self.price.to_dict() if self.price else None}
 
     def judge(self, records: list[Dialogue], profiles: dict[str, str]) -> list[Judgement]:
         """A judgement per record, in order; raises UserError when the stage cannot finish (all answers stay cached)."""

@@ -39,7 +39,7 @@ import os
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -88,6 +88,10 @@ class LLMConfig:
     """First response_format to ask for: json_schema (strict), json_object or none; falls back on 400/422."""
     retry_seed: int = 0
     """Seed of the back-off jitter (an explicit random.Random, never global state)."""
+
+    def resolved(self) -> dict[str, Any]:
+        """As recorded in a run's history: the URL actually used, without credentials; never a key."""
+        return {**asdict(self), "base_url": redact_url(resolve_base_url(self.base_url))}
 
     def problems(self) -> list[str]:
         p = []

@@ -102,8 +102,21 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, str], list[str]]:
     return out, problems
 
 
+def settable(typ: Any) -> bool:
+    """Whether `coerce` can make a value of this type from the command line."""
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        return len(args) == 1 and settable(args[0])
+    if typing.get_origin(typ) is tuple:
+        return settable(typing.get_args(typ)[0])
+    return typ in (bool, int, float, str, Path)
+
+
 def config_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every settable dotted key of a config dataclass (nested configs expanded)."""
+    """Every settable dotted key of a config dataclass (nested configs expanded).
+
+    Fields of other types (e.g. a price, set with --price-in/--price-out) are left to their own options.
+    """
     keys = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -112,7 +125,7 @@ def config_keys(cls: type, prefix: str = "") -> list[str]:
         typ = hints[f.name]
         if dataclasses.is_dataclass(typ):
             keys += config_keys(typ, prefix + f.name + ".")
-        else:
+        elif settable(typ):
             keys.append(prefix + f.name)
     return keys
 

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,11 +39,11 @@ import huggingface_hub  # lazy module: importing it costs nothing until an attri
 
 from datagen import card
 from datagen.errors import UserError
+from datagen.runs import append_config, run_history
 from datagen.schema import MBTI_TYPES, Dialogue, read_jsonl
 from datagen.seeds import DEFAULT_SEEDS_DIR, Persona, load_personas, seed_pool
 
-DEFAULT_RUNS_DIR = Path("outputs/runs")
-DEFAULT_DATASET_DIR = Path("outputs/dataset")
+DEFAULT_OUT = Path("outputs")
 CURATED_FILE = "curated.jsonl"
 FOLDER_ENTRIES = frozenset({"README.md", "data", "plots"})  # everything a dataset folder holds
 
@@ -64,11 +64,11 @@ class PublishConfig:
     """Settings of `datagen publish`; problems are collected and raised once, before any work."""
 
     run: str
-    """The run to publish: reads `<runs_dir>/<run>/curated.jsonl` (and `config.json`, `report.json` if present)."""
-    runs_dir: Path = DEFAULT_RUNS_DIR
-    """Where `datagen generate` and `datagen curate` keep runs."""
-    out: Path | None = None
-    """The dataset folder to write; default `outputs/dataset/<run>`. Replaced whole on success."""
+    """The run to publish: reads `<out>/runs/<run>/curated.jsonl` (and `config.jsonl`, `report.json` if present)."""
+    out: Path = DEFAULT_OUT
+    """The outputs root, as for every stage: runs under `<out>/runs`, datasets under `<out>/dataset`."""
+    dataset_dir: Path | None = None
+    """The dataset folder to write; default `<out>/dataset/<run>`. Replaced whole on success."""
     seeds_dir: Path = DEFAULT_SEEDS_DIR
     """Personas (for the system message) and, with `include_seeds`, the hand-written dialogues."""
     include_seeds: bool = False
@@ -98,7 +98,7 @@ class PublishConfig:
     def __post_init__(self) -> None:
         problems = []
         if not self.run or self.run in (".", "..") or "/" in self.run or os.sep in self.run:
-            problems.append(f"--run {self.run!r} must be a run folder name under {self.runs_dir}")
+            problems.append(f"--run {self.run!r} must be a run folder name under {self.out / 'runs'}")
         if not 0 <= self.test_share <= 0.5:
             problems.append(f"--test-share {self.test_share} must be between 0 and 0.5 (e.g. 0.05)")
         if self.license not in HUB_LICENSES:
@@ -115,11 +115,12 @@ class PublishConfig:
 
     @property
     def run_dir(self) -> Path:
-        return self.runs_dir / self.run
+        return Path(self.out) / "runs" / self.run
 
     @property
-    def out_dir(self) -> Path:
-        return self.out if self.out is not None else DEFAULT_DATASET_DIR / self.run
+    def folder(self) -> Path:
+        """The dataset folder this writes."""
+        return Path(self.dataset_dir) if self.dataset_dir is not None else Path(self.out) / "dataset" / self.run
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def load_run_records(cfg: PublishConfig) -> tuple[list[Dialogue], int, int]:
     """The run's curated records (+ seeds): `(records, skipped_lines, seeds_added)`. Raises UserError."""
     path = cfg.run_dir / CURATED_FILE
     if not cfg.run_dir.is_dir():
-        raise UserError(f"no run {cfg.run!r} in {cfg.runs_dir}; run `datagen generate` and `datagen curate` first")
+        raise UserError(f"no run {cfg.run!r} in {cfg.out / 'runs'}; run `datagen generate` and `datagen curate` first")
     if not path.is_file():
         raise UserError(f"{path} not found; run `datagen curate --run {cfg.run}` first")
     records, errors = read_jsonl(path)
@@ -332,20 +333,34 @@ def replace_folder(build: Callable[[Path], None], dest: Path) -> None:
 
 
 def check_out_dir(out: Path) -> None:
-    """The folder is replaced whole, so it must be absent, empty or one this stage wrote (never `--out outputs`)."""
+    """The folder is replaced whole, so it must be absent, empty or one this stage wrote (never `--dataset-dir outputs`)."""
     if out.exists() and (not out.is_dir() or not {p.name for p in out.iterdir()} <= FOLDER_ENTRIES):
-        raise UserError(f"--out {out} exists and is not a dataset folder written by `datagen publish` "
+        raise UserError(f"--dataset-dir {out} exists and is not a dataset folder written by `datagen publish` "
                         f"(it would be replaced whole); pick a new folder")
 
 
+def generation_config_of(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's last generate config (config.jsonl; config.json for older runs), for the card."""
+    configs = [h["config"] for h in run_history(run_dir) if h.get("command") in ("generate", "batch-out")]
+    if configs:
+        return configs[-1], None
+    return card.read_json_if_present(run_dir / "config.json")
+
+
+def resolved(cfg: PublishConfig) -> dict[str, Any]:
+    """The config as recorded in the run's config.jsonl: plain JSON."""
+    d = asdict(cfg)
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
 def publish(cfg: PublishConfig) -> PublishResult:
-    """Build `cfg.out_dir` from the run (all checks first), then upload it when `cfg.repo_id` is set."""
-    check_out_dir(cfg.out_dir)
+    """Build `cfg.folder` from the run (all checks first), then upload it when `cfg.repo_id` is set."""
+    check_out_dir(cfg.folder)
     records, skipped, seeds_added = load_run_records(cfg)
     personas = load_needed_personas(records, cfg.seeds_dir)
     splits = stratified_split(records, cfg.test_share, cfg.seed)
     rows = {name: [to_row(d, personas[d.mbti], cfg.run, cfg.meta_keys) for d in recs] for name, recs in splits.items()}
-    generation_config, note_cfg = card.read_json_if_present(cfg.run_dir / "config.json")
+    generation_config, note_cfg = generation_config_of(cfg.run_dir)
     report, note_report = card.read_json_if_present(cfg.run_dir / "report.json")
     notes = tuple(n for n in (note_cfg, note_report) if n)
     if skipped:
@@ -361,8 +376,9 @@ def publish(cfg: PublishConfig) -> PublishResult:
         card.write_plots(rows, tmp)
         (tmp / "README.md").write_text(card.render_card(inputs), encoding="utf-8")
 
-    folder = cfg.out_dir
+    folder = cfg.folder
     replace_folder(build, folder)
+    append_config(cfg.run_dir, "publish", resolved(cfg))
     counts = {name: dict(Counter(r["mbti"] for r in split)) for name, split in rows.items()}
     url = upload(folder, cfg) if cfg.repo_id else None
     return PublishResult(folder=folder, counts=counts, skipped=skipped, seeds_added=seeds_added, url=url, notes=notes)

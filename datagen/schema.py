@@ -256,8 +256,8 @@ def write_jsonl(path: str | Path, records: Iterable[Dialogue | dict[str, Any]]) 
 class JsonlAppender:
     """Append one JSON line at a time, flushed per line, so a crash loses at most the line in flight.
 
-    On open, a torn last line (no trailing newline) is cut off first, so appends never glue
-    onto half a record.
+    On open, a last line without a trailing newline is completed if it parses and cut off if it does
+    not (`repair_torn_tail`), so appends never glue onto half a record and no whole record is lost.
     """
 
     def __init__(self, path: str | Path, fsync: bool = False):
@@ -284,16 +284,27 @@ class JsonlAppender:
         self.close()
 
 
-def repair_torn_tail(path: Path) -> bool:
-    """Drop a last line that has no newline (left by a killed writer). Returns True if cut."""
+def repair_torn_tail(path: Path) -> str | None:
+    """Make a JSONL file end on a newline, after a writer was killed mid-line.
+
+    A last line without a newline that parses as JSON is a complete record whose newline was not
+    written yet: it is kept and completed (`"completed"`). One that does not parse is cut off
+    (`"dropped"`). None: the file ends on a newline (or is empty or absent).
+    """
+    path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return False
+        return None
     with open(path, "rb+") as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
-            return False
+            return None
         f.seek(0)
         raw = f.read()
-        cut = raw.rfind(b"\n") + 1  # 0 when the whole file is one torn line
-        f.truncate(cut)
-    return True
+        cut = raw.rfind(b"\n") + 1  # 0 when the whole file is one unfinished line
+        try:
+            json.loads(raw[cut:].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            f.truncate(cut)
+            return "dropped"
+        f.write(b"\n")
+        return "completed"

@@ -7,10 +7,12 @@ length, one topic per dialogue within a type, both registers per type, no duplic
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datagen.checks import CheckConfig, NearDupIndex, violations
+from datagen.checks import CheckConfig, violations
+from datagen.dedup import MinHashIndex
 from datagen.schema import MBTI_TYPES, Dialogue, LineError, RecordError, iter_jsonl, write_jsonl
 from datagen.seeds import DEFAULT_SEEDS_DIR, load_personas, load_seed_dialogues, load_topics
 from datagen.text import dedup_normalize, dialogue_register
@@ -26,6 +28,16 @@ class SeedCheckConfig:
     """Least average exchanges per type, so generated chats learn to be multi-turn."""
     require_both_registers: bool = True
     """Every type needs 존댓말 and 반말 seeds, so generation can produce both."""
+    min_distinct_exchanges: int = 4
+    """Fewest different exchange counts per type: generated data copy the seeds' lengths, and a model
+    trained on one length talks at one length (147 of 176 seeds once had exactly 5 exchanges)."""
+    short_exchanges: int | None = 3
+    """Every type needs a dialogue of at most this many exchanges (a quick check-in); None: no such rule."""
+    long_exchanges: int | None = 7
+    """Every type needs a dialogue of at least this many exchanges (a long heart-to-heart); None: no such rule."""
+    require_register_expressions: bool = True
+    """Persona profiles list typical expressions per register (존댓말 and 반말), so a 존댓말 dialogue is not
+    shown only 반말 phrases to copy."""
     rules: CheckConfig = field(default_factory=CheckConfig)
     """The per-dialogue rules."""
 
@@ -39,10 +51,18 @@ class TypeStats:
     casual: int = 0
     topics: int = 0
     problems: int = 0
+    lengths: Counter = field(default_factory=Counter)
+    """Dialogues per exchange count."""
 
     @property
     def avg_exchanges(self) -> float:
         return self.exchanges / self.dialogues if self.dialogues else 0.0
+
+    def spread(self) -> str:
+        """`3-8 (6 kinds)`: shortest and longest exchange count and how many different counts."""
+        if not self.lengths:
+            return "-"
+        return f"{min(self.lengths)}-{max(self.lengths)} ({len(self.lengths)} kinds)"
 
 
 @dataclass
@@ -69,7 +89,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
     topic_set = set(topics)
     stats = {t: TypeStats(t) for t in types}
     exact: dict[str, tuple[str, int]] = {}
-    near = NearDupIndex(cfg.rules)
+    near = MinHashIndex(cfg.rules)
     where: dict[str, tuple[str, int]] = {}
 
     for mbti in types:
@@ -79,6 +99,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
         for line, d in by_type.get(mbti, []):
             st.dialogues += 1
             st.exchanges += d.exchanges
+            st.lengths[d.exchanges] += 1
             register, _ = dialogue_register(d.turns("assistant"))
             st.polite += register == "존댓말"
             st.casual += register == "반말"
@@ -97,8 +118,8 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
                 exact[key] = (path, line)
                 if hit := near.query(d):
                     p, l = where[hit[0]]
-                    problems.append(LineError(path, line, "near_duplicate", f"character {cfg.rules.near_dup_ngram}-gram Jaccard {hit[1]:.2f} with {p}:{l}"))
-                near.add(d)
+                    problems.append(LineError(path, line, "near_duplicate", f"character {cfg.rules.near_dup_ngram}-gram Jaccard ~{hit[1]:.2f} with {p}:{l}"))
+                near.insert(d.id, d)
                 where[d.id] = (path, line)
         st.topics = len(seen_topics)
         if st.dialogues < cfg.min_dialogues and Path(path).exists():  # a missing file is reported once already
@@ -109,6 +130,15 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
             missing = "반말" if st.polite else "존댓말"
             problems.append(LineError(path, 0, "single_register", f"{mbti} has no {missing} dialogue; every type needs both"))
 
+        problems.extend(_length_problems(st, cfg, path))
+
+    if cfg.require_register_expressions:
+        for mbti, persona in personas.items():
+            if not isinstance(persona.speaking_style["expressions"], dict):
+                problems.append(LineError(persona.path, 0, "expressions_one_register",
+                                          f"{mbti}'s speaking_style.expressions is one list; give 존댓말: [...] and "
+                                          "반말: [...] so each register's dialogues see their own phrases"))
+
     counts: dict[str, int] = {}
     for p in problems:
         counts[Path(p.path).stem] = counts.get(Path(p.path).stem, 0) + 1
@@ -117,8 +147,26 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
     return SeedReport(stats=stats, problems=problems, personas=len(personas), topics=len(topics))
 
 
-def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR) -> tuple[int, list[LineError]]:
-    """Fill in missing ids (and fix stale ones) in every seed file, in place.
+def _length_problems(st: TypeStats, cfg: SeedCheckConfig, path: str) -> list[LineError]:
+    """The spread of a type's dialogue lengths: several different counts, a short one and a long one."""
+    if not st.lengths:
+        return []
+    out = []
+    if len(st.lengths) < cfg.min_distinct_exchanges:
+        out.append(LineError(path, 0, "narrow_lengths", f"{st.mbti} has {len(st.lengths)} different exchange counts "
+                             f"({', '.join(map(str, sorted(st.lengths)))}); vary them over at least "
+                             f"{cfg.min_distinct_exchanges}"))
+    if cfg.short_exchanges is not None and min(st.lengths) > cfg.short_exchanges:
+        out.append(LineError(path, 0, "no_short_dialogue", f"{st.mbti} has no dialogue of {cfg.short_exchanges} "
+                             f"exchanges or fewer (shortest {min(st.lengths)}); add a quick one"))
+    if cfg.long_exchanges is not None and max(st.lengths) < cfg.long_exchanges:
+        out.append(LineError(path, 0, "no_long_dialogue", f"{st.mbti} has no dialogue of {cfg.long_exchanges} "
+                             f"exchanges or more (longest {max(st.lengths)}); add a long one"))
+    return out
+
+
+def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, types: tuple[str, ...] | None = None) -> tuple[int, list[LineError]]:
+    """Fill in missing ids (and fix stale ones) in every seed file (or those of `types`), in place.
 
     Returns (ids written, problems). A file with any line that does not parse or build is
     left untouched, so nothing hand-written is ever dropped.
@@ -126,6 +174,8 @@ def format_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR) -> tuple[int, list[L
     changed = 0
     problems: list[LineError] = []
     for path in sorted((Path(seeds_dir) / "dialogues").glob("*.jsonl")):
+        if types is not None and path.stem not in types:
+            continue
         records: list[Dialogue] = []
         file_problems: list[LineError] = []
         file_changed = 0

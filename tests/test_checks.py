@@ -1,6 +1,7 @@
 import pytest
 
-from datagen.checks import CheckConfig, NearDupIndex, first_violation, violations
+from datagen.checks import CheckConfig, first_violation, violations
+from datagen.dedup import MinHashIndex
 from tests.helpers import GOOD_MESSAGES, assert_kept, assert_rejected, make_dialogue, with_assistant
 
 CASUAL = [
@@ -21,7 +22,7 @@ def test_good_dialogues_pass_every_rule():
 def test_exchanges():
     assert_rejected(make_dialogue(messages=GOOD_MESSAGES[:4]), "too_few_exchanges")
     assert_kept(make_dialogue(messages=GOOD_MESSAGES[:4]), CheckConfig(min_exchanges=2))
-    assert_rejected(make_dialogue(), "too_many_exchanges", CheckConfig(max_exchanges=2))
+    assert_rejected(make_dialogue(), "too_many_exchanges", CheckConfig(min_exchanges=1, max_exchanges=2))
 
 
 def test_length():
@@ -119,10 +120,10 @@ def test_personal_data_leaves_ordinary_numbers():
     assert_kept(make_dialogue(messages=with_assistant("월급이 300만 원이면 50만 원은 저축해 보세요. 2025년 목표로요.")))
 
 
-def test_near_dup_index_register_pair_and_different_dialogue():
-    idx = NearDupIndex(CheckConfig())
+def test_near_dup_index_finds_the_register_pair_not_a_different_dialogue():
+    idx = MinHashIndex(CheckConfig())
     polite = make_dialogue()
-    idx.add(polite)
+    idx.insert(polite.id, polite)
     casual_msgs = [dict(m) for m in GOOD_MESSAGES]
     casual_msgs[1]["content"] = "정체됐다고 느낀 게 언제부터였어? 시점을 먼저 짚어 보면 원인이 보일 때가 많거든."
     casual_msgs[3]["content"] = "그럼 회사 자체보다 평가 방식이 걸리는 걸 수도 있겠네. 평가 기준을 직접 물어본 적은 있어?"
@@ -138,7 +139,16 @@ def test_near_dup_threshold_catches_a_paraphrase_and_keeps_a_sibling():
     # noise; a different chat sharing type, topic and first user line sits at ~0.10.
     from tests.test_curate import BASE, PARTICLES, SIBLING, dialogue
 
-    idx = NearDupIndex(CheckConfig())
-    idx.add(dialogue(BASE))
+    idx = MinHashIndex(CheckConfig())
+    idx.insert(dialogue(BASE).id, dialogue(BASE))
     assert idx.query(dialogue(PARTICLES))[0] == dialogue(BASE).id
     assert idx.query(dialogue(SIBLING)) is None
+
+
+@pytest.mark.parametrize("text", ["<|eot_id|>", "말 끝<|im_end|>", "[INST] 질문", "</s>", "<<SYS>>", "<｜User｜>", "<end_of_turn>"])
+def test_control_token(text):
+    assert_rejected(make_dialogue(messages=with_assistant("그럼 정리해 볼까요? " + text)), "control_token")
+
+
+def test_control_token_leaves_ordinary_brackets():
+    assert_kept(make_dialogue(messages=with_assistant("<3 진짜 고마워요. [중요] 내일 꼭 챙기세요. 1 < 2 맞죠?")))

@@ -10,18 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from datasketch import MinHash
 
-from datagen.checks import CheckConfig, dialogue_shingles
-from datagen.curate import (CURATED_FILE, REJECTED_FILE, REPORT_FILE, CurateConfig, Item, add_dedup_keys,
-                            band_keys, candidate_pairs, curate, drop_exact_duplicates, drop_near_duplicates,
-                            minhash_signatures, shingle_hashes)
+from datagen.checks import CheckConfig
+from datagen.curate import (CURATED_FILE, REJECTED_FILE, REPORT_FILE, CurateConfig, Item, add_dedup_keys, curate,
+                            drop_exact_duplicates, drop_near_duplicates)
+from datagen.dedup import dialogue_shingles
 from datagen.errors import UserError
 from datagen.schema import Dialogue
 from datagen.seeds import seed_pool
-from datagen.text import char_shingles, jaccard
+from datagen.text import jaccard
 from tests.conftest import read_lines, seed_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,35 +187,7 @@ def test_the_earliest_of_a_near_duplicate_cluster_is_kept():
     assert out[1].dup_of is out[0] and out[2].dup_of is out[0]
 
 
-# --- MinHash and LSH against datasketch ------------------------------------------------------------
-
-
-def test_shingle_hashes_cover_char_shingles():
-    text = dialogue(BASE).text
-    assert len(set(shingle_hashes(text, 3).tolist())) == len(char_shingles(text, 3))
-    assert len(shingle_hashes("밥", 3)) == 1 and len(shingle_hashes("  ", 3)) == 0
-
-
-def test_signatures_equal_datasketch_minhash_on_the_same_hashes():
-    hashes = [shingle_hashes(dialogue(p).text, 3) for _, p, _ in LABELLED]
-    ours = minhash_signatures(hashes, 128, 1)
-    for h, sig in zip(hashes, ours):
-        m = MinHash(num_perm=128, seed=1, hashfunc=int)
-        m.update_batch(h.tolist())
-        assert np.array_equal(m.hashvalues, sig)
-
-
-def test_candidate_pairs_are_the_pairs_sharing_a_band():
-    keys = np.array([[1, 2], [3, 2], [1, 9], [7, 8], [1, 5]], dtype=np.uint64)
-    assert candidate_pairs(keys).tolist() == [[0, 1], [0, 2], [0, 4], [2, 4]]
-    assert candidate_pairs(np.zeros((1, 4), dtype=np.uint64)).tolist() == []
-
-
-def test_band_keys_equal_for_equal_bands_only():
-    sigs = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [2, 1, 3, 4]], dtype=np.uint32)
-    k = band_keys(sigs, bands=2, rows=2)
-    assert k[0, 0] == k[1, 0] and k[0, 1] == k[2, 1]
-    assert k[0, 0] != k[2, 0] and k[0, 1] != k[1, 1]
+# --- the batch LSH against datasketch ------------------------------------------------------------
 
 
 def test_sorted_index_decides_like_datasketch_minhashlsh():
@@ -277,8 +247,33 @@ def outputs(run_dir: Path) -> tuple[list[dict], list[dict], dict]:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
+    """Hashes of the run's files; config.jsonl is the invocation history (each run of curate adds a line)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name != "config.jsonl"}
+
+
+CONTROL_STRINGS = ["<|eot_id|>", "<|start_header_id|>assistant<|end_header_id|>", "<|im_end|>", "<|im_start|>user",
+                   "<|endoftext|>", "</s>", "<s>", "[INST]", "[/INST]", "<<SYS>>", "<｜end▁of▁sentence｜>",
+                   "<end_of_turn>"]
+
+
+def test_control_text_is_rejected_and_the_same_dialogues_without_it_are_kept(tmp_path, seeds_dir):
+    clean = filler(len(CONTROL_STRINGS))
+    planted = []
+    for k, (d, text) in enumerate(zip(clean, CONTROL_STRINGS)):
+        msgs = [dict(m) for m in d.messages]
+        i = 1 + 2 * (k % d.exchanges)  # an assistant turn (a user one every third time)
+        i = i - 1 if k % 3 == 2 else i
+        msgs[i]["content"] = msgs[i]["content"] + " " + text if k % 2 else text + msgs[i]["content"]
+        planted.append(Dialogue.build(d.mbti, d.topic, msgs))
+    run_dir = write_run(tmp_path, {"ISTJ.jsonl": planted}, run="planted")
+    report = curate("planted", tmp_path, seeds_dir=seeds_dir)
+    assert report.kept == 0 and report.reasons == {"control_token": len(CONTROL_STRINGS)}
+    _, rejected, _ = outputs(run_dir)
+    first_hit = [t.replace("assistant<|end_header_id|>", "").replace("user", "") for t in CONTROL_STRINGS]
+    assert [r["detail"].split(" has chat-template control text ")[1] for r in rejected] == [repr(t) for t in first_hit]
+    write_run(tmp_path, {"ISTJ.jsonl": clean}, run="clean")
+    assert curate("clean", tmp_path, seeds_dir=seeds_dir).summary() == f"kept {len(clean)}/{len(clean)}"
 
 
 def test_every_filter_rejects_with_its_reason(tmp_path, seeds_dir):
@@ -354,8 +349,8 @@ def test_missing_and_empty_runs_are_clear_errors(tmp_path, seeds_dir):
 
 
 def test_config_problems_are_named():
-    with pytest.raises(UserError, match="lsh_bands must be between 1 and num_perm"):
-        CurateConfig(lsh_bands=0)
+    with pytest.raises(UserError, match="near_dup_bands must be between 1 and near_dup_num_perm"):
+        CurateConfig(rules=CheckConfig(near_dup_bands=0))
     with pytest.raises(UserError, match="near_dup_threshold must be in"):
         CurateConfig(rules=CheckConfig(near_dup_threshold=0))
 

@@ -160,6 +160,21 @@ def test_stored_responses_are_replayed_not_resent(seeds_dir, tmp_path, llm_serve
     assert_unique(recs)
 
 
+def test_a_complete_last_line_without_newline_is_kept(seeds_dir, tmp_path, llm_server, clean_env):
+    """A writer killed between a record and its newline: the record is whole, so nothing is dropped or re-sent."""
+    cfg = config(seeds_dir, tmp_path, llm_server, count=4)
+    generate(cfg, api_key="k")
+    for name in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl"):
+        path = cfg.run_dir / name
+        path.write_bytes(path.read_bytes().rstrip(b"\n"))  # the last record is complete, its newline is missing
+    stats = generate(config(seeds_dir, tmp_path, llm_server, count=6), api_key="k")
+    assert (stats.types["ISTJ"].accepted, stats.types["ISTJ"].requests, llm_server.completions) == (6, 1, 3)
+    assert stats.notices == [f"{n}: the last line was complete but had no newline; kept it and added the newline"
+                             for n in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl")]
+    assert len(generated(cfg)) == 6 and len(read_lines(cfg.run_dir / "raw" / "ISTJ.jsonl")) == 3
+    assert stats.spent_before == 0 and stats.types["ISTJ"].cached == 0  # the 2 stored answers replayed, not re-sent
+
+
 def test_torn_tails_are_dropped(seeds_dir, tmp_path, llm_server, clean_env):
     cfg = config(seeds_dir, tmp_path, llm_server, count=4)
     generate(cfg, api_key="k")
@@ -168,6 +183,8 @@ def test_torn_tails_are_dropped(seeds_dir, tmp_path, llm_server, clean_env):
             f.write('{"id": "ISTJ-0000000')
     stats = generate(config(seeds_dir, tmp_path, llm_server, count=6), api_key="k")
     assert (stats.types["ISTJ"].accepted, llm_server.completions) == (6, 3)
+    assert stats.notices == [f"{n}: dropped a torn last line left by an interrupted write (it did not parse)"
+                             for n in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl", "rejected.jsonl")]
     assert len(generated(cfg)) == 6
     for name in ("generated/ISTJ.jsonl", "raw/ISTJ.jsonl"):
         assert (cfg.run_dir / name).read_text(encoding="utf-8").endswith("}\n")

@@ -57,7 +57,7 @@ EXPECTED_GUESS = '''아래는 어떤 사람이 메신저에서 상대와 나눈 
 3) 자연스러움과 참여도를 기준표에 맞춰 매깁니다.
 
 판단 근거는 "reason"에 한두 문장으로만 쓰고, 다른 글 없이 아래 모양의 JSON 객체 하나로만 답하세요.
-{"reason": "판단 근거", "guess": "ENFP", "naturalness": 4, "engagement": 4}'''
+{"reason": "판단 근거", "guess": "<네 글자 유형>", "naturalness": <1~5 정수>, "engagement": <1~5 정수>}'''
 EXPECTED_SYSTEM = ("당신은 한국어 채팅 데이터를 평가하는 꼼꼼하고 공정한 평가자입니다. 주어진 기준표에 따라서만 판단하고, "
                    "요청받은 JSON 하나로만 답합니다.")
 
@@ -72,7 +72,13 @@ def test_exact_rendered_prompts(seeds_dir):
     user = persona_messages(SHORT, profile)[1]["content"]
     assert user.startswith("아래는 한 인물의 소개와, 그 인물이 메신저에서")
     assert f"[인물 소개]\n{profile}\n\n[평가할 말]\n1. 날짜는 정하셨어요?\n2. 그럼 견적부터 받아요.\n   세 군데면 충분해요.\n\n" in user
-    assert user.endswith('{"reason": "판단 근거", "persona": 4}')
+    assert user.endswith('{"reason": "판단 근거", "persona": <1~5 정수>}')
+    # the answer form shows no real type and no score: nothing to anchor a guess or a score on
+    import re
+
+    for m in guess_messages(SHORT) + persona_messages(SHORT, profile):
+        form = m["content"].splitlines()[-1]
+        assert not re.search(r"[EI][SN][TF][JP]|\b[1-5]\b(?!~)", form.replace("1~5", "")), form
     for m in guess_messages(SHORT) + persona_messages(SHORT, profile):  # only the assistant speaks, no type code
         assert "이사 가요" not in m["content"] and "말일이요" not in m["content"] and "ISTJ" not in m["content"]
 
@@ -233,11 +239,14 @@ def test_rerun_uses_the_cache_and_gives_the_same_files(judged_run, seeds_dir, cl
     script.persona[records[2].id] = {"reason": "다름", "persona": 1}
     with LLMServer(default=script) as server:
         run_judged(root, seeds_dir, server)
-        files = {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file()}
+        files = {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file() and p.name != "config.jsonl"}
         sent = server.completions
         report, judge = run_judged(root, seeds_dir, server)
         assert server.completions == sent == 16
-    assert {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir() if p.is_file()} == files
+    assert {p.name: p.read_bytes() for p in (root / "runs" / "r1").iterdir()
+            if p.is_file() and p.name != "config.jsonl"} == files
+    history = read_lines(root / "runs" / "r1" / "config.jsonl")
+    assert [h["command"] for h in history] == ["curate", "curate"] and history[0]["config"]["judge"]["llm"]["model"] == "test-model"
     assert judge.stats == {"sent": 0, "cached": 16} and report.judge["requests"] == 16
     assert (root / "runs" / "r1" / CACHE_FILE).exists()
 
@@ -291,3 +300,21 @@ def test_cli_with_judge_prints_the_agreement_table(judged_run, seeds_dir, clean_
     assert "judge · test-model · blind guess vs claimed type" in done.stdout
     assert "│ all  │      8 │  100% │ 100% │ 100% │ 100% │ 100% │     4.0 │     4.0 │      4.0 │" in done.stdout
     assert "kept 8/8\n" in done.stdout
+
+
+def test_a_judge_that_also_generated_the_run_is_warned_about(judged_run, seeds_dir, clean_env):
+    from datagen.runs import append_config
+    from tests.test_curate import run_cli
+
+    root, records = judged_run
+    append_config(root / "runs" / "r1", "generate", {"llm": {"model": "test-model"}})
+    with LLMServer(default=ScriptedJudge(records)) as server:
+        done = run_cli("--run", "r1", "--out", str(root), "--seeds", str(seeds_dir), "--judge", "--model", "test-model",
+                       "--base-url", server.base_url, cwd=root)
+        other = run_cli("--run", "r1", "--out", str(root), "--seeds", str(seeds_dir), "--judge", "--model", "judge-2",
+                        "--base-url", server.base_url, cwd=root)
+    assert done.returncode == 0 and other.returncode == 0
+    assert " ".join(done.stderr.split()) == ("warning: the judge model test-model also generated this run, and models "
+                                             "tend to rate their own writing higher; pass --model with another model "
+                                             "for an independent read")
+    assert "warning" not in other.stderr

@@ -60,7 +60,7 @@ def write_run(tmp_path: Path, per_type: dict[str, int], name: str = "r1", extra_
 
 
 def config(tmp_path: Path, **overrides) -> PublishConfig:
-    fields = {"run": "r1", "runs_dir": tmp_path / "runs", "out": tmp_path / "dataset" / "r1",
+    fields = {"run": "r1", "out": tmp_path, "dataset_dir": tmp_path / "dataset" / "r1",
               "seeds_dir": tmp_path / "seeds", "retry_wait_s": 0.0}
     return PublishConfig(**(fields | overrides))
 
@@ -190,8 +190,8 @@ def test_rebuild_is_byte_identical_and_replaces_the_folder(tmp_path, seeds):
 def test_out_must_not_be_a_folder_of_something_else(tmp_path, seeds):
     write_run(tmp_path, {"ISTJ": 10})
     with pytest.raises(UserError) as e:
-        pub.publish(config(tmp_path, out=tmp_path))
-    assert str(e.value) == (f"--out {tmp_path} exists and is not a dataset folder written by `datagen publish` "
+        pub.publish(config(tmp_path, dataset_dir=tmp_path))
+    assert str(e.value) == (f"--dataset-dir {tmp_path} exists and is not a dataset folder written by `datagen publish` "
                             "(it would be replaced whole); pick a new folder")
     assert (tmp_path / "runs" / "r1" / "curated.jsonl").exists()
 
@@ -385,8 +385,8 @@ def test_no_token_is_one_clear_line_and_the_folder_is_kept(tmp_path, seeds, hub,
     with pytest.raises(UserError) as e:
         pub.publish(cfg)
     assert str(e.value) == (f"no Hugging Face token: set HF_TOKEN or run `hf auth login`; the dataset folder is kept "
-                            f"at {cfg.out_dir}; rerun the same command to upload it")
-    assert (cfg.out_dir / "README.md").exists() and hub.calls == []
+                            f"at {cfg.folder}; rerun the same command to upload it")
+    assert (cfg.folder / "README.md").exists() and hub.calls == []
 
 
 def test_offline_mode_is_a_clear_error_without_a_request(tmp_path, seeds, hub, monkeypatch):
@@ -404,7 +404,7 @@ def test_network_errors_are_retried_a_bounded_number_of_times_then_rerun_resumes
     with pytest.raises(UserError) as e:
         pub.publish(cfg)
     assert str(e.value) == ("upload to me/mbti-chat-ko failed after 3 tries (ConnectionError: connection reset); "
-                            f"the dataset folder is kept at {cfg.out_dir}; rerun the same command to upload it; "
+                            f"the dataset folder is kept at {cfg.folder}; rerun the same command to upload it; "
                             "it resumes where it stopped")
     assert [c[0] for c in hub.calls].count("upload_folder") == 3
     assert pub.publish(cfg).url == "https://huggingface.co/datasets/me/mbti-chat-ko"
@@ -430,7 +430,7 @@ def test_auth_errors_are_not_retried(tmp_path, seeds, hub):
     with pytest.raises(UserError) as e:
         pub.publish(cfg)
     assert str(e.value) == ("the Hub refused the upload to me/mbti-chat-ko (HTTP 403): check that the token can write "
-                            f"to that namespace; the dataset folder is kept at {cfg.out_dir}; rerun the same command to upload it")
+                            f"to that namespace; the dataset folder is kept at {cfg.folder}; rerun the same command to upload it")
     assert [c[0] for c in hub.calls].count("upload_folder") == 1
 
 
@@ -440,7 +440,7 @@ def test_auth_errors_are_not_retried(tmp_path, seeds, hub):
 def test_cli_prints_one_line_for_bad_input(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     proc = subprocess.run([sys.executable, "-c", "from datagen.cli import main; main()", "publish", "--run", "r1",
-                           "--runs-dir", str(tmp_path / "runs"), "--repo-id", "not a repo"],
+                           "--out", str(tmp_path), "--repo-id", "not a repo"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -455,7 +455,7 @@ def test_cli_publish_writes_the_folder(tmp_path, seeds):
 
     write_run(tmp_path, {"ISTJ": 10})
     out = tmp_path / "dataset" / "r1"
-    result = CliRunner().invoke(app, ["publish", "--run", "r1", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+    result = CliRunner().invoke(app, ["publish", "--run", "r1", "--out", str(tmp_path), "--dataset-dir", str(out),
                                       "--seeds", str(seeds), "--test-share", "0.1", "--seed", "3", "--license", "mit"])
     assert result.exit_code == 0, result.output
     assert result.output == f"wrote {out}: train 9, test 1 (1 type)\n"

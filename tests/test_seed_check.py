@@ -1,5 +1,6 @@
 import json
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def good_set(mbti):
             record(mbti, "발표 준비", MORE_POLITE, "존댓말"), record(mbti, "자격증 공부", MORE_CASUAL, "반말")]
 
 
-SMALL = SeedCheckConfig(min_dialogues=4, min_avg_exchanges=3.0, rules=CheckConfig(near_dup_threshold=0.5))
+SMALL = SeedCheckConfig(min_dialogues=4, min_avg_exchanges=3.0, rules=CheckConfig(near_dup_threshold=0.5),
+                        min_distinct_exchanges=1, short_exchanges=None, long_exchanges=None)
 
 
 def rules_of(report):
@@ -77,7 +79,34 @@ def test_low_average_exchanges(tmp_path):
     root = write_seeds(tmp_path, {"ISTJ": good_set("ISTJ")}, personas=("ISTJ",))
     report = check_seeds(root, SeedCheckConfig(min_dialogues=4, min_avg_exchanges=4.0), types=("ISTJ",))
     assert [(p.rule, p.detail) for p in report.problems] == [
-        ("low_avg_exchanges", "ISTJ averages 3.0 exchanges; at least 4.0")]
+        ("low_avg_exchanges", "ISTJ averages 3.0 exchanges; at least 4.0"),
+        ("narrow_lengths", "ISTJ has 1 different exchange counts (3); vary them over at least 4"),
+        ("no_long_dialogue", "ISTJ has no dialogue of 7 exchanges or more (longest 3); add a long one")]
+    assert report.stats["ISTJ"].spread() == "3-3 (1 kinds)"
+
+
+def test_length_spread_and_register_expressions(tmp_path):
+    """Each type needs 4+ different exchange counts, one of <= 3 and one of >= 7; expressions per register."""
+    long_chat = GOOD_MESSAGES + MORE_POLITE[:6] + [  # 3 + 3 + 1 = 7 exchanges
+        {"role": "user", "content": "덕분에 정리가 좀 되네요."}, {"role": "assistant", "content": "다행이에요. 내일 또 봬요."}]
+    rows = good_set("ISTJ")
+    rows[0] = record("ISTJ", "이직 고민", long_chat, "존댓말")
+    rows[2] = record("ISTJ", "발표 준비", MORE_POLITE[:4] + [
+        {"role": "user", "content": "질문 다섯 개 뽑는 것부터 할게요."},
+        {"role": "assistant", "content": "네, 답까지 적어 두시면 마음이 한결 편하실 거예요."},
+        {"role": "user", "content": "마지막으로 하나만요, 떨리면 어떡하죠?"},
+        {"role": "assistant", "content": "첫 문장만 외워 두세요. 그다음은 생각보다 잘 나와요."}], "존댓말")
+    root = write_seeds(tmp_path, {"ISTJ": rows}, personas=("ISTJ",))
+    cfg = SeedCheckConfig(min_dialogues=4, min_avg_exchanges=3.0)
+    report = check_seeds(root, cfg, types=("ISTJ",))
+    assert [p.rule for p in report.problems] == ["narrow_lengths"]  # 7, 3, 4, 3: three kinds
+    assert report.stats["ISTJ"].spread() == "3-7 (3 kinds)"
+    report = check_seeds(root, replace(cfg, min_distinct_exchanges=3), types=("ISTJ",))
+    assert report.problems == []
+    persona = root / "personas" / "ISTJ.yaml"
+    persona.write_text(persona.read_text(encoding="utf-8").replace("존댓말:", "높임말:"), encoding="utf-8")
+    report = check_seeds(root, replace(cfg, min_distinct_exchanges=3), types=("ISTJ",))
+    assert [p.rule for p in report.problems] == ["persona_field_type"]
 
 
 def test_record_rules_are_reported_with_file_and_line(tmp_path):

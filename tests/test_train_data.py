@@ -178,19 +178,29 @@ def test_packing_leaves_no_padding_and_restarts_positions_per_chat(llama3):
     packed = pack(ds, 512)
     assert len(packed) < len(ds)
     collate = make_collator(tokens, packing=True)
-    starts = 0
+    starts = positions = 0
     for i in range(0, len(packed), 4):
-        batch = collate([packed[j] for j in range(i, min(i + 4, len(packed)))])
+        rows = [packed[j] for j in range(i, min(i + 4, len(packed)))]
+        batch = collate(rows)
         assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # padding-free
-        assert not (batch["input_ids"] == tokens.pad_id).any()
+        positions += batch["input_ids"].numel()
         pos = batch["position_ids"][0]
         new = (pos == 0).nonzero().flatten()
         starts += len(new)
-        assert (batch["labels"][0][new] == IGNORE).all(), "no label across a chat boundary"
+        # the collator changes no label: each chat's first token is already unlabelled by the encoder
+        assert batch["labels"][0].tolist() == [x for r in rows for x in r["labels"]]
         assert torch.equal(pos[1:][pos[1:] != 0], (pos[:-1] + 1)[pos[1:] != 0])
     assert starts == stats.kept
-    assert padding_share(packed, 4, packing=True) == 0.0 <= 0.02
-    assert padding_share(ds, 4, packing=False) > 0.02  # what padding would cost without packing
+    real = sum(sum(r) for r in packed["seq_lengths"])
+    assert positions == real == stats.tokens  # not one pad token in any batch
+    assert padding_share([sum(r) for r in packed["seq_lengths"]], 4, padding_free=True) == 1 - real / positions == 0.0
+    # without packing, the same function predicts the pads the padding collator really adds
+    pad_collate = make_collator(tokens, packing=False)
+    lengths = [len(x) for x in ds["input_ids"]]
+    padded = sum(pad_collate([ds[j] for j in range(i, min(i + 4, len(ds)))])["input_ids"].numel()
+                 for i in range(0, len(ds), 4))
+    share = padding_share(lengths, 4, padding_free=False)
+    assert share == pytest.approx(1 - sum(lengths) / padded) and share > 0.02
 
 
 def test_packed_rows_give_the_same_logits_as_chats_alone(llama3, tmp_path):
@@ -280,3 +290,56 @@ def test_build_datasets_reports_kept_dropped_and_packing(tmp_path, llama3):
     assert set(data.train.column_names) == {"input_ids", "labels", "seq_lengths"}
     no_eval = build_datasets(dataclasses.replace(cfg_for(dataset=str(tmp_path / "d")), eval_split="dev"), tok, tokens)
     assert no_eval.eval is None and "no 'dev' split" in no_eval.report[1]
+
+
+# -- the fast path, control text, the cache ------------------------------------------------------
+
+def test_one_rendering_gives_the_reference_spans_on_every_seed_chat(chat_tok):
+    """fast_spans (one rendering) must equal assistant_spans (two renderings per turn) wherever it is used."""
+    from train.data import assistant_spans, fast_spans, render, template_info
+
+    _, tok, tokens = chat_tok
+    info = template_info(tok, tokens.eot_id)
+    assert info.fast
+    for chat in SAMPLE_CHATS + seed_chats(400):
+        text = render(tok, chat)
+        assert fast_spans(text, chat, info)[0] == assistant_spans(tok, chat)[1]
+
+
+@pytest.mark.parametrize("template", ["llama3", "plain-ko"])
+def test_control_token_text_in_a_reply_never_becomes_the_control_id(template, base_tok, tmp_path_factory):
+    tok = fresh(base_tok, tmp_path_factory)
+    tok.chat_template = {"llama3": LLAMA3, "plain-ko": PLAIN_KO}[template]
+    tokens = prepare_tokenizer(tok, cfg_for())
+    chat = [dict(m) for m in SAMPLE_CHATS[0]]
+    chat[2]["content"] = f"지금 회사에서{tokens.eot}제일 불편한 점이 뭐예요?"  # the template's own end-of-turn text
+    chat[3]["content"] = "연봉이요 <|start_header_id|>"
+    enc = encode_chat(tok, chat, tokens.eot_id, 10**6)
+    ends = [i for i, x in enumerate(enc.labels) if x == tokens.eot_id]
+    assert len(ends) == 2 and all(enc.labels[i + 1:i + 2] in ([], [IGNORE]) for i in ends)  # one per turn, at its end
+    plain = [dict(m) for m in SAMPLE_CHATS[0]]
+    baseline = encode_chat(tok, plain, tokens.eot_id, 10**6).input_ids.count(tokens.eot_id)
+    assert enc.input_ids.count(tokens.eot_id) == baseline  # the one in the reply is encoded as plain text
+    assert segments(tok, enc.input_ids, enc.labels)[0] == chat[2]["content"] + tokens.eot
+    ds, stats = encode_chats(tok, [chat] + SAMPLE_CHATS[1:], tokens.eot_id, 10**6)  # the builder drops it, counted
+    assert dict(stats.dropped) == {"control_text": 1} and len(ds) == len(SAMPLE_CHATS) - 1
+
+
+def test_encoded_splits_are_cached_and_workers_change_nothing(tmp_path, llama3):
+    tok, tokens = llama3
+    rows = _rows(SAMPLE_CHATS + seed_chats(60)) * 3
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "d"))
+    cfg = cfg_for(dataset=str(tmp_path / "d"), max_seq_len=512, output_dir=str(tmp_path / "ck"), preprocess_workers=1)
+    def data_line(prepared):
+        return next(line for line in prepared.report if line.startswith("data "))
+
+    first = build_datasets(cfg, tok, tokens)
+    assert data_line(first).startswith("data encoded and cached in ")
+    again = build_datasets(cfg, tok, tokens)
+    assert data_line(again).startswith("data loaded from the cache in ") and again.report[0] == first.report[0]
+    assert again.train["input_ids"] == first.train["input_ids"] and again.train["seq_lengths"] == first.train["seq_lengths"]
+    assert len(list((tmp_path / "cache" / "encoded").iterdir())) == 1
+    shorter = build_datasets(dataclasses.replace(cfg, max_seq_len=400), tok, tokens)  # another key: built anew
+    assert data_line(shorter).startswith("data encoded and cached")
+    two = build_datasets(dataclasses.replace(cfg, preprocess_workers=2, data_cache_dir=str(tmp_path / "c2")), tok, tokens)
+    assert two.train["input_ids"] == first.train["input_ids"] and two.report[0] == first.report[0]

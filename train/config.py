@@ -19,7 +19,6 @@ import dataclasses
 import difflib
 import inspect
 import os
-import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import yaml
 
 from datagen.errors import UserError
+from datagen.overrides import coerce, parse_overrides
 from train.templates import BUILTIN_TEMPLATES
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -106,6 +106,11 @@ class TrainConfig:
     """Pack chats into rows of max_seq_len (best-fit decreasing) and train padding-free, position ids reset per chat."""
     max_train_samples: int | None = None
     """Use only the first N training chats (smoke runs); None: all."""
+    preprocess_workers: int = 0
+    """Processes that encode the chats (datasets.map); 0: one per CPU core (small splits use fewer)."""
+    data_cache_dir: str | None = None
+    """Where encoded splits are cached by a fingerprint of data + tokenizer + template + length (a restart or a
+    second GPU process loads them); None: `<output_dir>/../cache/encoded` (outputs/cache/encoded)."""
 
     # -- training --------------------------------------------------------------------------------
     epochs: float = 3.0
@@ -169,6 +174,13 @@ class TrainConfig:
         return Path(self.output_dir) / self.name
 
     @property
+    def data_cache_path(self) -> Path:
+        """Where encoded splits are cached (see `data_cache_dir`)."""
+        if self.data_cache_dir is not None:
+            return Path(self.data_cache_dir)
+        return Path(self.output_dir).parent / "cache" / "encoded"
+
+    @property
     def merged_dir(self) -> Path:
         """Where `merge` writes the full bf16 model."""
         return self.checkpoint_dir / "merged"
@@ -229,6 +241,7 @@ def _value_problems(c: TrainConfig) -> list[str]:
     need(c.max_steps > 0 or c.epochs > 0, "set epochs > 0 or max_steps > 0")
     need(c.time_limit_minutes is None or c.time_limit_minutes > 0,
          f"time_limit_minutes={c.time_limit_minutes}: must be positive or null")
+    need(c.preprocess_workers >= 0, f"preprocess_workers={c.preprocess_workers}: 0 (one per core) or more")
     need(c.max_train_samples is None or c.max_train_samples > 0,
          f"max_train_samples={c.max_train_samples}: must be positive or null")
     need(c.temperature >= 0 and 0 < c.top_p <= 1 and c.repetition_penalty > 0,
@@ -260,52 +273,8 @@ def _name_problems(c: TrainConfig) -> list[str]:
 
 # -- loading and overrides ---------------------------------------------------------------------
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"null", "none", "~", ""}
-
-
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
-
-
-def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """`value` (from YAML or a `key=value` string) as the field's type; ValueError says what was expected."""
-    optional = False
-    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        optional, typ = True, args[0]
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE):
-        if optional:
-            return None
-        raise ValueError(f"{key} cannot be null; expected {typ.__name__}")
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError(f"{key}={value!r}: expected true or false")
-    if typ is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}={value!r}: expected an integer")
-        if isinstance(value, int):
-            return value
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"{key}={value!r}: expected an integer") from None
-    if typ is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}={value!r}: expected a number")
-        try:
-            return float(value)  # YAML reads 2e-4 as a string (YAML 1.1 wants 2.0e-4): accept both
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}={value!r}: expected a number") from None
-    if typ is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{key}: expected a string, got a {type(value).__name__}")
-        return str(value)
-    raise TypeError(f"unsupported field type {typ!r} for {key}")  # a programming error, not a user one
 
 
 def _unknown_key_problem(key: str, where: str) -> str:
@@ -313,20 +282,6 @@ def _unknown_key_problem(key: str, where: str) -> str:
     close = difflib.get_close_matches(key, keys, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown config key '{key}' in {where}{hint}; valid keys: {', '.join(keys)}"
-
-
-def parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
-    """`["lora_r=8", "bf16=false"]` → `({"lora_r": "8", "bf16": "false"}, problems)`."""
-    out: dict[str, str] = {}
-    problems = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not key:
-            problems.append(f"override {item!r}: write key=value, e.g. lora_r=8")
-            continue
-        out[key] = value
-    return out, problems
 
 
 def build_config(values: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -339,7 +294,7 @@ def build_config(values: dict[str, Any], where: str = "config") -> TrainConfig:
             problems.append(_unknown_key_problem(key, where))
             continue
         try:
-            clean[key] = _coerce(key, value, types_[key])
+            clean[key] = coerce(key, value, types_[key])
         except ValueError as e:
             problems.append(str(e))
     try:  # range checks run on the well-typed values even when others failed, so all come out at once
@@ -460,7 +415,7 @@ def check_runtime(cfg: TrainConfig, for_training: bool = True) -> None:
         if importlib.util.find_spec(pkg) is None:
             problems.append(f"attn_implementation={cfg.attn_implementation} needs the {pkg} package; "
                             "pip install flash-attn --no-build-isolation, or set attn_implementation=sdpa")
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in _TRUE
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes", "on")
     if fsdp and cfg.load_in_4bit and cfg.quant_storage_dtype != "bfloat16":
         problems.append("FSDP + QLoRA shards only float tensors: set quant_storage_dtype=bfloat16 "
                         "(see train/accelerate/fsdp_qlora.yaml)")

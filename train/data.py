@@ -22,6 +22,13 @@ This works for any template that renders earlier turns the same whether or not l
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import json
+import os
+import re
+import shutil
+import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +182,7 @@ def message_problem(messages: Any) -> str | None:
 def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]] | str:
     """The rendered chat and the character span of every assistant reply plus its end-of-turn token.
 
+    The reference way: each turn's span comes from rendering its prefixes with the template itself.
     Returns a reason string instead when the template renders a prefix differently from the full chat.
     """
     text = render(tokenizer, messages)
@@ -192,28 +200,143 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 
 @dataclass(frozen=True)
+class TemplateInfo:
+    """What the fast path needs from a tokenizer's template: the generation prompt, the end-of-turn text,
+    and the tokenizer's own added tokens (text that would encode as a control id)."""
+
+    template: str
+    gen_prompt: str
+    eot: str
+    added: re.Pattern[str] | None
+    fast: bool
+    """Whether `fast_spans` may be used: the template renders the probe chat's turns the same with or
+    without later turns, and the fast spans equal the reference ones there."""
+
+
+_INFO: "weakref.WeakKeyDictionary[Any, TemplateInfo]" = weakref.WeakKeyDictionary()
+
+
+def template_info(tokenizer, eot_id: int) -> TemplateInfo:
+    """Cached per tokenizer (and recomputed when its chat template changes)."""
+    info = _INFO.get(tokenizer)
+    if info is None or info.template != tokenizer.chat_template or info.eot != tokenizer.convert_ids_to_tokens(eot_id):
+        probe = _PROBE[1:2]
+        gen = render(tokenizer, probe, add_generation_prompt=True)[len(render(tokenizer, probe)):]
+        added = sorted({t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.content},
+                       key=len, reverse=True)
+        info = TemplateInfo(tokenizer.chat_template, gen, tokenizer.convert_ids_to_tokens(eot_id),
+                            re.compile("|".join(map(re.escape, added))) if added else None, False)
+        reference = assistant_spans(tokenizer, _PROBE)
+        found = fast_spans(reference[0], _PROBE, info) if not isinstance(reference, str) else None
+        info = dataclasses.replace(info, fast=found is not None and found[0] == reference[1])
+        _INFO[tokenizer] = info
+    return info
+
+
+def fast_spans(text: str, messages: list[dict[str, str]], info: TemplateInfo
+               ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """(assistant label spans, every message's content span) read off ONE rendering, or None.
+
+    Finds each message's (trimmed) content in order, and checks that every assistant reply comes right
+    after the generation prompt and is followed only by whitespace and the end-of-turn token: then its
+    span is exactly what `assistant_spans` computes from 2 renderings per turn (tests compare both on
+    every seed chat and three templates). Anything else (a template that rewrites or reorders turns)
+    returns None and the caller takes the reference path. One rendering instead of 2 per turn is most
+    of the preprocessing time saved (bench/preprocess.py).
+    """
+    cursor = 0
+    labels, contents = [], []
+    g = len(info.gen_prompt)
+    for m in messages:
+        c = m["content"].strip()
+        pos = text.find(c, cursor)
+        if pos < 0:
+            return None
+        end = pos + len(c)
+        contents.append((pos, end))
+        if m["role"] == "assistant":
+            k = text.find(info.eot, end)
+            if pos < g or text[pos - g:pos] != info.gen_prompt or k < 0 or text[end:k].strip():
+                return None
+            cursor = k + len(info.eot)
+            labels.append((pos, cursor))
+        else:
+            cursor = end
+    return labels, contents
+
+
+def control_text(messages: list[dict[str, str]], info: TemplateInfo) -> str | None:
+    """The first of the tokenizer's own added tokens written as text inside a message, or None."""
+    if info.added is None:
+        return None
+    for m in messages:
+        if (hit := info.added.search(m["content"])) is not None:
+            return hit.group(0)
+    return None
+
+
+def _tokenize(tokenizer, text: str, literal: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids and character offsets of `text`; the `literal` spans (message contents) are tokenised with
+    `split_special_tokens`, so control-token text in a message is encoded as the text it is, never as
+    the control id. Without such spans: one call over the whole text."""
+    if not literal:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    pieces, prev = [], 0
+    for a, b in literal:
+        pieces += [(prev, a, False), (a, b, True)]
+        prev = b
+    pieces.append((prev, len(text), False))
+    for a, b, split in pieces:
+        if a < b:
+            enc = tokenizer(text[a:b], add_special_tokens=False, return_offsets_mapping=True,
+                            split_special_tokens=split)
+            ids += enc["input_ids"]
+            offsets += [(x + a, y + a) for x, y in enc["offset_mapping"]]
+    return ids, offsets
+
+
+@dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
 
 
-def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_len: int) -> Encoded | str:
-    """Token ids and labels for one chat, or the reason it is dropped.
+@dataclass(frozen=True)
+class Planned:
+    """One chat rendered: the text, the label spans, and the content spans to keep literal (if any)."""
 
-    Labels are -100 except on each assistant reply and its end-of-turn token. A chat longer than
-    `max_seq_len` is cut after the last whole assistant turn that fits, so every kept sample trains
-    at least one full reply and its stop; a chat whose first reply does not fit is dropped.
-    """
+    text: str
+    spans: list[tuple[int, int]]
+    literal: list[tuple[int, int]]
+
+
+def plan_chat(tokenizer, messages: list[dict[str, str]], info: TemplateInfo, fast: bool = True) -> Planned | str:
+    """Render a chat and find what to label (one rendering on the fast path), or the reason it is dropped."""
     problem = message_problem(messages)
     if problem:
         return problem
-    rendered = assistant_spans(tokenizer, messages)
-    if isinstance(rendered, str):
-        return rendered
-    text, spans = rendered
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    text = render(tokenizer, messages)
+    found = fast_spans(text, messages, info) if fast and info.fast else None
+    if found is not None:
+        spans, contents = found
+    else:
+        rendered = assistant_spans(tokenizer, messages)
+        if isinstance(rendered, str):
+            return rendered
+        spans, contents = rendered[1], None
+    literal = contents if control_text(messages, info) else []
+    if literal is None:
+        return "control_text"  # contents could not be located, so they cannot be kept literal
+    return Planned(text, spans, literal)
+
+
+def label_chat(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]], eot_id: int,
+               max_seq_len: int) -> Encoded | str:
+    """Labels for tokenised chat text: the tokens overlapping each span; cut at a turn end to fit."""
     labels = [IGNORE] * len(ids)
     turn_ends: list[int] = []
     starts = [a for a, _ in offsets]
@@ -230,7 +353,7 @@ def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_
                 last = k
             k += 1
         if last < 0 or ids[last] != eot_id:
-            return "eot_missing"  # e.g. a reply containing the literal text of a special token
+            return "eot_missing"
         turn_ends.append(last + 1)
     if len(ids) <= max_seq_len:
         return Encoded(ids, labels)
@@ -239,6 +362,24 @@ def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_
         return "too_long"
     cut = fitting[-1]
     return Encoded(ids[:cut], labels[:cut], truncated=True)
+
+
+def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_len: int,
+                fast: bool = True) -> Encoded | str:
+    """Token ids and labels for one chat, or the reason it is dropped.
+
+    Labels are -100 except on each assistant reply and its end-of-turn token. A chat longer than
+    `max_seq_len` is cut after the last whole assistant turn that fits, so every kept sample trains
+    at least one full reply and its stop; a chat whose first reply does not fit is dropped. Text of
+    the tokenizer's control tokens inside a message is encoded as plain text (`_tokenize`); the
+    dataset builder drops such chats before they get here (`control_text`, counted). `fast=False`
+    takes the reference path (2 renderings per turn) even where one rendering would do.
+    """
+    planned = plan_chat(tokenizer, messages, template_info(tokenizer, eot_id), fast)
+    if isinstance(planned, str):
+        return planned
+    ids, offsets = _tokenize(tokenizer, planned.text, planned.literal)
+    return label_chat(ids, offsets, planned.spans, eot_id, max_seq_len)
 
 
 # -- a split → an encoded dataset ---------------------------------------------------------------
@@ -262,25 +403,106 @@ class EncodeStats:
             line += f", {self.truncated} cut at a turn boundary"
         return line + f"; {self.tokens:,} tokens, {share:.0%} trained"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in ("total", "kept", "truncated", "tokens", "trained_tokens")},
+                "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EncodeStats":
+        return cls(**{**d, "dropped": Counter(d["dropped"])})
+
+
+def encode_batch(batch: dict[str, list], tokenizer, eot_id: int, max_seq_len: int) -> dict[str, list]:
+    """`datasets.map` function: every chat of a batch → ids, labels and why it is dropped ("" if kept).
+
+    All texts of the batch go to the tokenizer in one call (its Rust loop, with no Python per chat).
+    A chat holding the tokenizer's own control-token text is dropped (`control_text`): even encoded as
+    plain text, it would teach the model to write that text.
+    """
+    info = template_info(tokenizer, eot_id)
+    planned: list[Planned | str] = []
+    for messages in batch["messages"]:
+        p = plan_chat(tokenizer, messages, info)
+        planned.append("control_text" if isinstance(p, Planned) and p.literal else p)
+    texts = [p.text for p in planned if isinstance(p, Planned)]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
+    out: dict[str, list] = {"input_ids": [], "labels": [], "drop": [], "truncated": []}
+    k = 0
+    for p in planned:
+        if isinstance(p, Planned):
+            done = label_chat(enc["input_ids"][k], enc["offset_mapping"][k], p.spans, eot_id, max_seq_len)
+            k += 1
+        else:
+            done = p
+        if isinstance(done, str):
+            out["input_ids"].append([])
+            out["labels"].append([])
+            out["drop"].append(done)
+            out["truncated"].append(False)
+        else:
+            out["input_ids"].append(done.input_ids)
+            out["labels"].append(done.labels)
+            out["drop"].append("")
+            out["truncated"].append(done.truncated)
+    return out
+
+
+def encode_split(ds, tokenizer, eot_id: int, max_seq_len: int, workers: int = 1):
+    """(the kept chats as input_ids/labels, EncodeStats) of a dataset with a `messages` column.
+
+    `datasets.map` over batches, in `workers` processes; the counts come from the encoded columns.
+    """
+    import numpy as np
+
+    # In worker processes the tokenizer's own Rust threads would compete with the other workers for the cores.
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    if workers > 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        encoded = ds.map(encode_batch, batched=True, batch_size=256, num_proc=workers if workers > 1 else None,
+                         remove_columns=ds.column_names, desc="encoding chats",
+                         fn_kwargs={"tokenizer": tokenizer, "eot_id": eot_id, "max_seq_len": max_seq_len})
+    finally:
+        if workers > 1:
+            if saved is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved
+    drop = encoded.data.column("drop").to_pylist()
+    kept = [i for i, d in enumerate(drop) if not d]
+    lengths = np.array([len(x) for x in encoded.data.column("input_ids").to_pylist()], dtype=np.int64) if kept else []
+    stats = EncodeStats(total=len(drop), kept=len(kept), dropped=Counter(d for d in drop if d))
+    stats.truncated = int(sum(encoded.data.column("truncated").to_pylist()))
+    stats.tokens = int(np.sum(lengths)) if len(kept) else 0
+    labels = encoded.data.column("labels").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    stats.trained_tokens = int(np.count_nonzero(labels != IGNORE))
+    kept_ds = encoded.select(kept).select_columns(["input_ids", "labels"])
+    return kept_ds, stats
+
 
 def encode_chats(tokenizer, chats: Iterable[Any], eot_id: int, max_seq_len: int):
-    """Encode every chat; bad or too-long ones are dropped and counted, never a crash mid-run."""
+    """Encode a list of chats in this process (`encode_batch`); bad ones are dropped and counted.
+
+    The dataset builder uses `encode_split` (parallel, cached); this is for a few chats in hand (tests,
+    benchmarks), including malformed ones that an Arrow column could not hold.
+    """
     from datasets import Dataset
 
-    stats = EncodeStats()
+    chats = list(chats)
     rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
-    for messages in chats:
+    stats = EncodeStats()
+    batch = encode_batch({"messages": chats}, tokenizer, eot_id, max_seq_len)
+    for ids, labels, drop, trunc in zip(batch["input_ids"], batch["labels"], batch["drop"], batch["truncated"]):
         stats.total += 1
-        enc = encode_chat(tokenizer, messages, eot_id, max_seq_len)
-        if isinstance(enc, str):
-            stats.dropped[enc] += 1
+        if drop:
+            stats.dropped[drop] += 1
             continue
         stats.kept += 1
-        stats.truncated += enc.truncated
-        stats.tokens += len(enc.input_ids)
-        stats.trained_tokens += sum(1 for x in enc.labels if x != IGNORE)
-        rows["input_ids"].append(enc.input_ids)
-        rows["labels"].append(enc.labels)
+        stats.truncated += trunc
+        stats.tokens += len(ids)
+        stats.trained_tokens += sum(1 for x in labels if x != IGNORE)
+        rows["input_ids"].append(ids)
+        rows["labels"].append(labels)
     return Dataset.from_dict(rows), stats
 
 
@@ -362,17 +584,73 @@ def make_collator(tokens: ChatTokens, packing: bool):
     return DataCollatorForLanguageModeling(pad_token_id=tokens.pad_id, padding_free=packing)
 
 
-def padding_share(ds, batch_size: int, packing: bool) -> float:
-    """Share of pad tokens in batches taken in order (padding-free batches have none)."""
-    if packing or len(ds) == 0:
+def padding_share(lengths: list[int], batch_size: int, padding_free: bool) -> float:
+    """Share of pad tokens in batches of `batch_size` rows taken in order, as the collator builds them:
+    each row padded to the longest of its batch, or (padding-free) all rows of a batch laid end to end."""
+    if not lengths:
         return 0.0
-    lengths = [len(x) for x in ds["input_ids"]]
     padded = real = 0
     for i in range(0, len(lengths), batch_size):
         chunk = lengths[i:i + batch_size]
-        padded += max(chunk) * len(chunk)
         real += sum(chunk)
+        padded += sum(chunk) if padding_free else max(chunk) * len(chunk)
     return 1 - real / padded
+
+
+ENCODER_VERSION = 2
+"""Part of every cache key: bump it when the encoding (labels, truncation, packing) changes."""
+
+
+def cache_key(rows, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: bool) -> str:
+    """A fingerprint of what an encoded split depends on: the chats, the tokenizer and its template, the
+    end-of-turn and pad tokens, the length and packing, and this encoder's version."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in (ENCODER_VERSION, tokens.eot, tokens.pad, cfg.max_seq_len, pack_rows, tokenizer.chat_template or "",
+                 len(rows)):
+        h.update(repr(part).encode())
+    h.update(tokenizer.backend_tokenizer.to_str().encode("utf-8") if hasattr(tokenizer, "backend_tokenizer")
+             else repr(sorted(tokenizer.get_vocab().items())).encode())
+    table = rows.select_columns(["messages"]).with_format("arrow")
+    for start in range(0, len(rows), 10_000):  # hashing the Arrow buffers: ~1 s per 100k chats
+        for chunk in table[start:start + 10_000].column("messages").chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(memoryview(buf))
+    return h.hexdigest()[:24]
+
+
+def encoded_split(rows, name: str, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: bool,
+                  log: Any = None):
+    """(encoded and maybe packed split, EncodeStats, cache hit?), cached on disk by `cache_key`.
+
+    The first process of a distributed run builds it (`datasets.map` in `preprocess_workers` processes)
+    while the others wait, then every process loads the same files; a restart loads them too.
+    """
+    import datasets
+    from accelerate import PartialState
+
+    key = cache_key(rows, tokenizer, tokens, cfg, pack_rows)
+    folder = cfg.data_cache_path / f"{name}-{key}"
+    with PartialState().main_process_first():
+        if (folder / "stats.json").is_file():
+            stats = EncodeStats.from_dict(json.loads((folder / "stats.json").read_text(encoding="utf-8")))
+            return datasets.load_from_disk(str(folder / "data")), stats, True
+        workers = cfg.preprocess_workers or os.cpu_count() or 1
+        workers = min(workers, max(1, len(rows) // 2_000))  # forking costs more than it saves on small splits
+        ds, stats = encode_split(rows, tokenizer, tokens.eot_id, cfg.max_seq_len, workers)
+        if pack_rows and len(ds):
+            ds = pack(ds, cfg.max_seq_len)
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ds.save_to_disk(str(tmp / "data"))
+        (tmp / "stats.json").write_text(json.dumps(stats.to_dict()), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)  # a crash mid-build leaves only a .tmp folder, never a half cache
+        return datasets.load_from_disk(str(folder / "data")), stats, False
 
 
 def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedData:
@@ -382,7 +660,8 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
     train_rows = dd[cfg.train_split]
     if cfg.max_train_samples is not None:
         train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
-    train, stats = encode_chats(tokenizer, train_rows["messages"], tokens.eot_id, cfg.max_seq_len)
+    started = time.perf_counter()
+    train, stats, hit = encoded_split(train_rows, cfg.train_split, tokenizer, tokens, cfg, cfg.packing)
     report = [stats.summary(cfg.train_split)]
     personas, persona_notes = training_personas(train_rows)
     if stats.kept == 0:
@@ -391,19 +670,22 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
     evald = None
     if cfg.eval_split in dd and cfg.eval_split != cfg.train_split:
         check_columns(dd, cfg.dataset, cfg.eval_split)
-        evald, estats = encode_chats(tokenizer, dd[cfg.eval_split]["messages"], tokens.eot_id, cfg.max_seq_len)
+        evald, estats, _ = encoded_split(dd[cfg.eval_split], cfg.eval_split, tokenizer, tokens, cfg, cfg.packing)
         report.append(estats.summary(cfg.eval_split))
         if estats.kept == 0:
             evald = None
     else:
         report.append(f"no {cfg.eval_split!r} split in {cfg.dataset}: evaluation skipped")
+    lengths = [sum(x) for x in train["seq_lengths"]] if cfg.packing else [len(x) for x in train["input_ids"]]
+    pads = padding_share(lengths, cfg.batch_size, padding_free=cfg.packing)
     if cfg.packing:
-        n = len(train)
-        train = pack(train, cfg.max_seq_len)
-        evald = pack(evald, cfg.max_seq_len) if evald is not None else None
-        report.append(f"packed {n} chats into {len(train)} rows of <= {cfg.max_seq_len} tokens; padding 0%")
+        fill = sum(lengths) / (len(lengths) * cfg.max_seq_len)
+        report.append(f"packed {stats.kept} chats into {len(train)} rows of <= {cfg.max_seq_len} tokens ({fill:.0%} "
+                      f"full); padding-free batches: {pads:.1%} padding")
     else:
-        report.append(f"padded batches: {padding_share(train, cfg.batch_size, False):.1%} padding")
+        report.append(f"padded batches of {cfg.batch_size}: {pads:.1%} padding")
+    how = "loaded from the cache" if hit else "encoded and cached"
+    report.append(f"data {how} in {time.perf_counter() - started:.1f} s ({cfg.data_cache_path})")
     return PreparedData(train=train, eval=evald, report=report + persona_notes, personas=personas)
 
 

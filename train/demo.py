@@ -44,7 +44,7 @@ def build_demo_dataset(out_dir: Path, seed: int = 0, seeds_dir: Path | None = No
     write_jsonl(runs_dir / "demo" / "curated.jsonl", records)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # the demo's own folder, replaced on each run
-    result = publish(PublishConfig(run="demo", runs_dir=runs_dir, out=out_dir, seeds_dir=seeds_dir,
+    result = publish(PublishConfig(run="demo", out=out_dir.parent, dataset_dir=out_dir, seeds_dir=seeds_dir,
                                    test_share=TEST_SHARE, seed=seed, pretty_name="MBTI persona chat demo (seeds only)"))
     n = sum(sum(per_type.values()) for per_type in result.counts.values())
     types = sorted({t for per_type in result.counts.values() for t in per_type})

@@ -31,8 +31,9 @@ from datagen.generate.config import ACCEPTORS, GenerateConfig, default_run_name
 from datagen.generate.dryrun import DryRunReport, format_dry_run, plan_run
 from datagen.generate.loop import generate
 from datagen.generate.planning import PlannedRequest, estimate_output_tokens, plan_request, request_body
-from datagen.generate.state import (CONFIG_HISTORY, RunFiles, RunLock, RunStats, TypeState, TypeStats, append_config,
-                                    apply_verdicts, check_run_model, open_states, pool_spec, run_history)
+from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, TypeStats, apply_verdicts, check_run_model,
+                                    open_states, pool_spec)
+from datagen.runs import CONFIG_HISTORY, append_config, run_history
 
 __all__ = [
     "ACCEPTORS", "CONFIG_HISTORY", "Acceptor", "AcceptorHandle", "DryRunReport", "GenerateConfig", "PlannedRequest",

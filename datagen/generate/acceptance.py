@@ -102,16 +102,16 @@ class Acceptor:
         self.pools = pools
 
     @classmethod
-    def build(cls, checks: CheckConfig, run: str, model: str, specs: list[PoolSpec], num_perm: int = 128) -> "Acceptor":
+    def build(cls, checks: CheckConfig, run: str, model: str, specs: list[PoolSpec]) -> "Acceptor":
         pools = {}
         for sp in specs:
-            index = MinHashIndex.from_config(checks, num_perm=num_perm)
-            ids: set[str] = set()
+            index = MinHashIndex(checks)
+            records = {}
             for rec in sp.seeds + sp.accepted:
                 d = Dialogue.from_dict(rec)
-                if d.id not in ids:
-                    index.insert(d.id, d)
-                    ids.add(d.id)
+                records.setdefault(d.id, d)
+            index.extend(records.items())  # signatures of the whole pool in one vectorised pass
+            ids = set(records)
             handled = set(sp.handled) | {(r["meta"]["request_hash"], r["meta"].get("candidate")) for r in sp.accepted
                                          if isinstance(r.get("meta", {}).get("request_hash"), str)}
             pools[sp.mbti] = TypePool(sp.mbti, sp.target, len(sp.accepted), ids, handled, index)
@@ -202,8 +202,7 @@ def serve_acceptor() -> None:
     sys.stdout = sys.stderr  # a stray print must not corrupt the protocol
     init = json.loads(stdin.readline())
     checks = CheckConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in init["checks"].items()})
-    acceptor = Acceptor.build(checks, init["run"], init["model"], [_spec_from_json(o) for o in init["specs"]],
-                              init["num_perm"])
+    acceptor = Acceptor.build(checks, init["run"], init["model"], [_spec_from_json(o) for o in init["specs"]])
     out.write(b"ready\n")
     out.flush()
     for raw in stdin:
@@ -225,7 +224,7 @@ class AcceptorHandle:
         self._cfg = cfg
         self._specs = specs
         self._in_process = in_process
-        self._local = None if in_process else Acceptor.build(cfg.checks, cfg.run_name, cfg.llm.model, specs, cfg.num_perm)
+        self._local = None if in_process else Acceptor.build(cfg.checks, cfg.run_name, cfg.llm.model, specs)
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: deque[asyncio.Future[list[Verdict]]] = deque()
         self._reader: asyncio.Task[None] | None = None
@@ -247,7 +246,7 @@ class AcceptorHandle:
             sys.executable, "-c", "from datagen.generate.acceptance import serve_acceptor; serve_acceptor()",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=64 * 1024 * 1024)
         init = {"checks": asdict(self._cfg.checks), "run": self._cfg.run_name, "model": self._cfg.llm.model,
-                "num_perm": self._cfg.num_perm, "specs": [_spec_to_json(sp) for sp in self._specs]}
+                "specs": [_spec_to_json(sp) for sp in self._specs]}
         self._proc.stdin.write((json.dumps(init, ensure_ascii=False) + "\n").encode("utf-8"))  # type: ignore[union-attr]
         await self._proc.stdin.drain()  # type: ignore[union-attr]
         if await self._proc.stdout.readline() != b"ready\n":  # type: ignore[union-attr]

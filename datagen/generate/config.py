@@ -11,7 +11,7 @@ from typing import Any
 from datagen.checks import CheckConfig
 from datagen.cost import Price, price_for
 from datagen.errors import UserError
-from datagen.llm import LLMConfig, redact_url, resolve_base_url
+from datagen.llm import LLMConfig
 from datagen.schema import MBTI_TYPES
 from datagen.seeds import DEFAULT_SEEDS_DIR
 
@@ -60,9 +60,7 @@ class GenerateConfig:
     max_failures_in_a_row: int = 5
     """Requests failing in a row (after their own retries) that stop the run: the server is down or unreachable."""
     checks: CheckConfig = field(default_factory=CheckConfig)
-    """The seed checker's rules, reused for acceptance (incl. the near-duplicate threshold)."""
-    num_perm: int = 128
-    """MinHash permutations of the near-duplicate index (estimate std ~0.04 at 128)."""
+    """The seed checker's rules, reused for acceptance (incl. the near-duplicate definition, datagen/dedup.py)."""
     acceptor: str = "auto"
     """Where candidates are checked: "inline" (in the process driving the HTTP client), "process" (one
     worker process, so the client keeps a core to itself) or "auto" (a process from --concurrency 32 up
@@ -116,7 +114,7 @@ class GenerateConfig:
         d["run"] = self.run_name
         d["out_dir"] = str(self.out_dir)
         d["seeds_dir"] = str(self.seeds_dir)
-        d["llm"]["base_url"] = redact_url(resolve_base_url(self.llm.base_url))
+        d["llm"] = self.llm.resolved()
         d["checks"]["banned_phrases"] = list(self.checks.banned_phrases)
         d["price"] = self.model_price.to_dict() if self.model_price else None
         return d

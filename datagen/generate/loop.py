@@ -18,8 +18,9 @@ from datagen.errors import UserError
 from datagen.generate.acceptance import AcceptorHandle
 from datagen.generate.config import GenerateConfig
 from datagen.generate.planning import plan_request
-from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, append_config, apply_verdicts,
-                                    check_run_model, open_states, pool_spec, replay_stored, run_spend)
+from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, apply_verdicts, check_run_model,
+                                    open_states, pool_spec, repair_run_files, replay_stored, run_spend)
+from datagen.runs import append_config
 from datagen.llm import LLMClient, LLMFatalError, read_completion, resolve_base_url
 from datagen.step import Call, LLMStep, StageStopped
 
@@ -158,6 +159,7 @@ def generate(cfg: GenerateConfig, progress: Callable[[RunStats], None] | None = 
 
 
 def _generate_locked(cfg: GenerateConfig, progress: Callable[[RunStats], None], api_key: str | None) -> RunStats:
+    repaired = repair_run_files(cfg.run_dir)
     states = open_states(cfg, cfg.count, cfg.types)
     run_dir = cfg.run_dir
     budget = Budget(cfg.max_cost, cfg.model_price, TokenCounter(cfg.llm.model) if cfg.max_cost is not None else None,
@@ -170,7 +172,7 @@ def _generate_locked(cfg: GenerateConfig, progress: Callable[[RunStats], None], 
         raise
     append_config(run_dir, "generate", cfg.resolved())
     stats = RunStats(cfg.run_name, run_dir, {s.mbti: s.stats for s in states}, spent_before=budget.spent_before,
-                     budget=budget)
+                     budget=budget, notices=repaired)
     files = RunFiles(run_dir)
     acceptor = AcceptorHandle(cfg, [pool_spec(s) for s in states], cfg.accept_in_process)
     fatal = ""

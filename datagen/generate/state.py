@@ -9,11 +9,9 @@ request is sent again.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,9 @@ from datagen.generate.acceptance import SURPLUS, AcceptorHandle, PoolSpec, Verdi
 from datagen.generate.config import GenerateConfig
 from datagen.generate.planning import TypePlan, requests_cap
 from datagen.llm import ResponseStore
-from datagen.schema import Dialogue, JsonlAppender, iter_jsonl, read_jsonl
+from datagen.runs import run_history
+from datagen.schema import Dialogue, JsonlAppender, iter_jsonl, read_jsonl, repair_torn_tail
 from datagen.seeds import Persona, load_personas, load_topics, seed_pool
-
-CONFIG_HISTORY = "config.jsonl"
-"""One line per invocation of a stage on the run: the command, the time, its resolved config (never a key)."""
 
 @dataclass
 class TypeStats:
@@ -241,6 +237,20 @@ async def replay_stored(state: TypeState, acceptor: AcceptorHandle, files: RunFi
             apply_verdicts(line, await acceptor.judge(line), state, files)
 
 
+def repair_run_files(run_dir: Path) -> list[str]:
+    """End every JSONL file of the run on a newline before appending (`repair_torn_tail`): a complete last
+    line is kept, a torn one is dropped; returns one note per file changed, for the user."""
+    notes = []
+    for path in sorted(run_dir.rglob("*.jsonl")) if run_dir.is_dir() else []:
+        what = repair_torn_tail(path)
+        rel = path.relative_to(run_dir)
+        if what == "dropped":
+            notes.append(f"{rel}: dropped a torn last line left by an interrupted write (it did not parse)")
+        elif what == "completed":
+            notes.append(f"{rel}: the last line was complete but had no newline; kept it and added the newline")
+    return notes
+
+
 def open_states(cfg: GenerateConfig, target: int | None, types: tuple[str, ...], need_persona: bool = True) -> list[TypeState]:
     personas, pool, topics = persona_and_seeds(cfg, need_persona)
     rejected = rejected_keys(cfg.run_dir)
@@ -281,26 +291,6 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         if self._f is not None:
             self._f.close()  # closing drops the lock
-
-
-def run_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Every invocation recorded in the run's config.jsonl, oldest first (older runs: their config.json)."""
-    path = run_dir / CONFIG_HISTORY
-    if path.exists():
-        return [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict) and isinstance(obj.get("config"), dict)]
-    old = run_dir / "config.json"
-    try:
-        return [{"command": "generate", "config": json.loads(old.read_text(encoding="utf-8"))}] if old.exists() else []
-    except (OSError, ValueError):
-        return []
-
-
-def append_config(run_dir: Path, command: str, config: dict[str, Any]) -> None:
-    """Record one invocation (its resolved config, never a key) at the end of the run's config.jsonl."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with JsonlAppender(run_dir / CONFIG_HISTORY) as f:
-        f.write({"command": command, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "config": config})
 
 
 def check_run_model(cfg: GenerateConfig) -> None:

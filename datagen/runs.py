@@ -1,0 +1,37 @@
+"""A run folder's invocation history: `config.jsonl`, one line per stage invocation on the run.
+
+Every stage that works on a run (generate, --batch-out, ingest-batch, curate, publish) appends its
+resolved config (never a key): what made the run is readable afterwards, and a later stage can
+ask which model generated it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from datagen.schema import JsonlAppender, iter_jsonl
+
+CONFIG_HISTORY = "config.jsonl"
+
+
+def run_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Every invocation recorded in the run's config.jsonl, oldest first (older runs: their config.json)."""
+    path = run_dir / CONFIG_HISTORY
+    if path.exists():
+        return [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict) and isinstance(obj.get("config"), dict)]
+    old = run_dir / "config.json"
+    try:
+        return [{"command": "generate", "config": json.loads(old.read_text(encoding="utf-8"))}] if old.exists() else []
+    except (OSError, ValueError):
+        return []
+
+
+def append_config(run_dir: Path, command: str, config: dict[str, Any]) -> None:
+    """Record one invocation (its resolved config, never a key) at the end of the run's config.jsonl."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with JsonlAppender(run_dir / CONFIG_HISTORY) as f:
+        f.write({"command": command, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "config": config})
