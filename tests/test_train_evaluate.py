@@ -329,3 +329,24 @@ def test_the_judge_cost_cap(ckpt, tmp_path, clean_env):
     spent = sum(json.loads(x)["billed"]["usd"] for x in
                 (tmp_path / "eval" / cfg.name / "judge" / "raw.jsonl").read_text(encoding="utf-8").splitlines())
     assert spent <= 0.01
+
+
+def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr("train.evaluate.evaluate", lambda cfg, ecfg, demo, config_ref: seen.update(
+        cfg=cfg, ecfg=ecfg, demo=demo, ref=config_ref))
+    assert main(["eval", "--config", TINY, "lora_r=4", "--limit", "3", "--conditions", "base,reference",
+                 "--reference-model", "gpt-4o-mini", "--reference-base-url", "http://ref/v1", "--base-url", "http://vllm/v1",
+                 "--adapter-name", "mine", "--served-base", "base-model", "--judge-model", "j", "--judge-base-url",
+                 "http://judge/v1", "--judge-max-cost", "2.5", "--judge-price-in", "0", "--judge-price-out", "0",
+                 "--temperature", "0.7", "--seed", "9", "--max-new-tokens", "64", "--batch-size", "4", "--no-loss",
+                 "--name", "x", "--out", str(tmp_path), "--split", "validation"]) == 0
+    e = seen["ecfg"]
+    assert (e.limit_per_type, e.run_conditions, e.reference_model, e.reference_base_url, e.base_url) == (
+        3, ("base", "reference"), "gpt-4o-mini", "http://ref/v1", "http://vllm/v1")
+    assert (e.adapter_name, e.served_base, e.judge_model, e.judge_base_url, e.judge_max_cost) == (
+        "mine", "base-model", "j", "http://judge/v1", 2.5)
+    assert (e.temperature, e.seed, e.max_new_tokens, e.batch_size, e.loss, e.judge, e.name, e.split) == (
+        0.7, 9, 64, 4, False, True, "x", "validation")
+    assert e.folder("ignored") == tmp_path / "eval" / "x" and seen["cfg"].lora_r == 4 and not seen["demo"]
+    assert seen["ref"] == f"{TINY} lora_r=4"

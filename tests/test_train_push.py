@@ -74,3 +74,14 @@ def test_bad_repo_id_or_no_adapter(cfg, hub, tmp_path):
     with pytest.raises(UserError, match="no adapter in .*train first"):
         push(TrainConfig(name="none", output_dir=str(tmp_path)), "me/x", log=lambda _: None)
     assert hub.calls == []
+
+
+def test_the_cli_says_one_line_without_a_token(cfg, hub, monkeypatch, capsys):
+    from train.__main__ import main
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert main(["push", "--config", "train/configs/tiny-cpu.yaml", f"output_dir={cfg.output_dir}", "name=ck",
+                 "--repo-id", "me/ck-lora", "--private"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: no Hugging Face token: set HF_TOKEN or run `hf auth login`; the checkpoint is kept at "
+                   f"{cfg.checkpoint_dir}; rerun the same command to upload it"]

@@ -398,6 +398,9 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
 
     # 5. results.json first, then the report and the card from it
     notes = list(held.notes)
+    if cfg.tiny_random_init:
+        notes.append(f"{cfg.model} is a tiny randomly initialised model (the demo's): the numbers show the machinery "
+                     "working, not what a trained model says")
     if ecfg.loss and any(c in plan and not plan[c].local for c in LOSS_CONDITIONS):
         notes.append("loss and perplexity need the model in-process; with --base-url they are not computed")
     conditions = {c: metrics.condition_results(chats[c], verdicts.get(c) if judge is not None else None,

@@ -109,7 +109,8 @@ def write_confusion_png(matrix: dict[str, dict[str, int]], title: str, path: Pat
     ax.set_yticks([k - 0.5 for k in range(1, len(MBTI_TYPES))], minor=True)
     ax.grid(which="minor", color="#DDDDDD", linewidth=0.5)
     ax.tick_params(which="minor", length=0)
-    ax.plot([-0.5, len(MBTI_TYPES) - 0.5], [-0.5, len(MBTI_TYPES) - 0.5], color="#C44E52", linewidth=0.6, alpha=0.5)
+    ax.plot([-0.5, len(MBTI_TYPES) - 0.5], [-0.5, len(MBTI_TYPES) - 0.5], color="#C44E52", linewidth=0.6, alpha=0.35,
+            zorder=1)  # the diagonal: a right guess
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="chats")
     bar.locator = matplotlib.ticker.MaxNLocator(integer=True)
     bar.update_ticks()
