@@ -350,3 +350,27 @@ def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
         0.7, 9, 64, 4, False, True, "x", "validation")
     assert e.folder("ignored") == tmp_path / "eval" / "x" and seen["cfg"].lora_r == 4 and not seen["demo"]
     assert seen["ref"] == f"{TINY} lora_r=4"
+
+
+def test_a_merged_only_checkpoint_runs_the_merged_model_and_the_base_apart(ckpt, tmp_path):
+    import shutil
+
+    from train.merge import merge
+
+    cfg, seeds = ckpt
+    with_adapter = evaluate(cfg, ecfg(tmp_path, seeds, None, limit_per_type=1, name="adapter"), log=quiet)
+    merged_cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "merged-only"), merge_dtype="float32")
+    shutil.copytree(cfg.checkpoint_dir, merged_cfg.checkpoint_dir, ignore=shutil.ignore_patterns("trainer"))
+    merge(merged_cfg, log=quiet)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (merged_cfg.checkpoint_dir / name).unlink()  # only merged/ is left
+    loaded: list[str] = []
+    out = evaluate(merged_cfg, ecfg(tmp_path, seeds, None, limit_per_type=1, name="merged"), log=loaded.append)
+    a, m = with_adapter.results["conditions"], out.results["conditions"]
+    assert out.results["setup"]["models"]["fine_tuned"] == str(merged_cfg.merged_dir)
+    assert m["base"]["loss"] == a["base"]["loss"]  # the same 4-bit base as with the adapter disabled
+    assert m["fine_tuned"]["loss"] != m["base"]["loss"]
+    assert m["fine_tuned"]["loss"] == pytest.approx(a["fine_tuned"]["loss"], abs=0.05)  # fp32 merge vs NF4 + LoRA
+    # each condition's chats and loss while its model is loaded: the merged model once, then the base once
+    assert [x for x in loaded if x.startswith("loading")] == [f"loading merged model {merged_cfg.merged_dir} ...",
+                                                              f"loading the base {cfg.model} ..."]

@@ -7,8 +7,17 @@ from pathlib import Path
 
 from datagen.schema import Dialogue
 from tests.test_train_chat import REPLY, SYSTEM, scripted  # noqa: F401  (the scripted-model fixture)
-from train.evaluate.replay import (EMPTY_REPLY, ChatStore, GenSettings, Turn, eval_record, generate_batch, replay_local,
-                                   replies, turn_of)
+from train.evaluate.replay import (
+    EMPTY_REPLY,
+    ChatStore,
+    GenSettings,
+    Turn,
+    eval_record,
+    generate_batch,
+    replay_local,
+    replies,
+    turn_of,
+)
 
 GREEDY = GenSettings(max_new_tokens=30)
 

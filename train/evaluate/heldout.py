@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from datagen.errors import UserError
-from datagen.schema import MBTI_TYPES, SOURCES, Dialogue, LineError, RecordError, iter_jsonl
+from datagen.schema import (
+    MBTI_TYPES,
+    SOURCES,
+    Dialogue,
+    LineError,
+    RecordError,
+    iter_jsonl,
+)
 from train.config import TrainConfig
 
 DEFAULT_TOPIC = "평가"  # records without a topic (a --prompts file of bare chats) still make valid Dialogues

@@ -34,8 +34,16 @@ from train.evaluate import metrics
 from train.evaluate.config import EvalConfig
 from train.evaluate.heldout import HeldOut, load_held_out
 from train.evaluate.loss import chat_losses
-from train.evaluate.replay import (CHATS_FILE, ChatStore, GenSettings, Turn, eval_record, replay_local, run_endpoint,
-                                   settings_key)
+from train.evaluate.replay import (
+    CHATS_FILE,
+    ChatStore,
+    GenSettings,
+    Turn,
+    eval_record,
+    replay_local,
+    run_endpoint,
+    settings_key,
+)
 from train.evaluate.report import write_report
 
 RESULTS_FILE = "results.json"
@@ -108,7 +116,7 @@ def has_merged(cfg: TrainConfig) -> bool:
 def require_checkpoint(cfg: TrainConfig, demo: bool = False) -> None:
     if not (has_adapter(cfg) or has_merged(cfg)):
         make = ("`make demo` (python -m train demo) trains it" if demo else
-                f"train one with `python -m train train --config <config>` (make train), or set name=/output_dir= "
+                "train one with `python -m train train --config <config>` (make train), or set name=/output_dir= "
                 "to the checkpoint you trained")
         raise UserError(f"no checkpoint to evaluate in {cfg.checkpoint_dir} (no adapter_config.json, no merged/); {make}")
 
@@ -117,52 +125,65 @@ def require_checkpoint(cfg: TrainConfig, demo: bool = False) -> None:
 
 
 class LocalModel:
-    """The checkpoint, loaded on first use: base + adapter (base = adapter disabled), else the merged model
-    (and, for `base`, the base loaded apart once the merged one is done)."""
+    """The checkpoint in memory, loaded on first use. With an adapter: one model, `base` runs with the adapter
+    disabled. With only a merged model: the merged model for `fine_tuned`, and the base (4-bit if so trained)
+    loaded in its place for `base`; one of the two in memory at a time."""
 
     def __init__(self, cfg: TrainConfig, log: Callable[[str], None]):
         self.cfg = cfg
         self.log = log
-        self._loaded: tuple[Any, Any, Any, str] | None = None
+        self._loaded: tuple[str, Any, Any, Any] | None = None  # (which, model, tokenizer, tokens)
         self.loaded_once = False
 
-    def describe(self) -> str:
-        if has_adapter(self.cfg):
-            return f"{self.cfg.model} + adapter {self.cfg.checkpoint_dir}"
-        return f"merged model {self.cfg.merged_dir}"
+    def _get(self, which: str) -> tuple[Any, Any, Any]:
+        """`checkpoint` (base + adapter, or merged) or `base` (merged-only checkpoints): (model, tokenizer, tokens)."""
+        if self._loaded is not None and self._loaded[0] == which:
+            return self._loaded[1:]
+        from train.chat import load_chat_model
+        from train.model import load_base_model, load_tokenizer
 
-    def _load(self):
-        if self._loaded is None:
-            from train.chat import load_chat_model
-
+        self.free()
+        if which == "checkpoint":
             use = "adapter" if has_adapter(self.cfg) else "merged"
-            self.log(f"loading {self.describe()} ...")
-            self._loaded = load_chat_model(self.cfg, use)
-            self.loaded_once = True
-        return self._loaded
+            self.log(f"loading {self.cfg.model} + adapter {self.cfg.checkpoint_dir} ..." if use == "adapter"
+                     else f"loading merged model {self.cfg.merged_dir} ...")
+            model, tokenizer, tokens, _ = load_chat_model(self.cfg, use)
+        else:
+            self.log(f"loading the base {self.cfg.model} ...")
+            tokenizer, tokens = load_tokenizer(self.cfg, source=self.cfg.merged_dir)  # the tokenizer it was trained with
+            model = load_base_model(self.cfg, resolve_device(self.cfg), quantized=self.cfg.load_in_4bit).eval()
+        self._loaded = (which, model, tokenizer, tokens)
+        self.loaded_once = True
+        return model, tokenizer, tokens
 
     @contextmanager
     def condition(self, name: str) -> Iterator[tuple[Any, Any, Any]]:
         """(model, tokenizer, tokens) as `name` runs: `base` without the adapter."""
-        model, tokenizer, tokens, _ = self._load()
         if name == "fine_tuned":
-            yield model, tokenizer, tokens
+            yield self._get("checkpoint")
         elif has_adapter(self.cfg):
-            with model.disable_adapter():  # peft: the same modules, LoRA off; nothing is copied
+            model, tokenizer, tokens = self._get("checkpoint")
+            with model.disable_adapter():  # peft: the same modules with LoRA off; nothing is copied
                 yield model, tokenizer, tokens
         else:
-            from train.model import load_base_model
+            yield self._get("base")
 
-            self.free()
+    def free(self, collect: bool = True) -> None:
+        """Drop the model; `collect` also gives its memory back now (a full gc pass costs ~0.5 s)."""
+        if self._loaded is not None:
+            self._loaded = None
+            if not collect:
+                return
             import gc
 
-            gc.collect()  # the merged model's memory back before the base comes in (GBs on a GPU)
-            base = load_base_model(self.cfg, resolve_device(self.cfg), quantized=self.cfg.load_in_4bit).eval()
-            self._loaded = (base, tokenizer, tokens, f"{self.cfg.model}")
-            yield base, tokenizer, tokens
+            gc.collect()  # one model's memory back before the next comes in (GBs on a GPU)
+            try:
+                import torch
 
-    def free(self) -> None:
-        self._loaded = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
 
 
 # --- steps ----------------------------------------------------------------------------------------------------
@@ -263,62 +284,51 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def generate(cfg: TrainConfig, ecfg: EvalConfig, folder: Path, held: HeldOut, systems: dict[str, str],
-             plan: dict[str, Plan], gen: GenSettings, local: LocalModel, store: ChatStore,
-             log: Callable[[str], None]) -> dict[str, int]:
-    """Every missing chat of every condition, appended to chats.jsonl as it finishes; turns generated per condition."""
-    generated: dict[str, int] = {}
-    for c, p in plan.items():
-        todo = [d for d in held.chats if store.get(c, d.id, p.key) is None]
-        log(f"{c}: {p.model}: {len(held.chats) - len(todo)} of {len(held.chats)} chats already in {CHATS_FILE}"
-            + (f", replaying {len(todo)}" if todo else ""))
-        count = {"turns": 0}
+def replay(c: str, p: Plan, ecfg: EvalConfig, folder: Path, held: HeldOut, systems: dict[str, str],
+           gen: GenSettings, local: LocalModel, store: ChatStore, log: Callable[[str], None]) -> int:
+    """Every missing chat of condition `c`, appended to chats.jsonl as it finishes; returns the turns generated."""
+    todo = [d for d in held.chats if store.get(c, d.id, p.key) is None]
+    log(f"{c}: {p.model}: {len(held.chats) - len(todo)} of {len(held.chats)} chats already in {CHATS_FILE}"
+        + (f", replaying {len(todo)}" if todo else ""))
+    if not todo:
+        return 0
+    count = {"turns": 0}
 
-        def done(d: Dialogue, turns: list[Turn], c: str = c, p: Plan = p) -> None:
-            store.add(eval_record(d, turns, c, p.key, p.model))
-            count["turns"] += len(turns)
+    def done(d: Dialogue, turns: list[Turn]) -> None:
+        store.add(eval_record(d, turns, c, p.key, p.model))
+        count["turns"] += len(turns)
 
-        if not todo:
-            generated[c] = 0
-        elif p.local:
-            with local.condition(c) as (model, tokenizer, tokens):
-                generated[c] = replay_local(model, tokenizer, tokens, todo, systems, gen, ecfg.batch_size, done)
-        else:
-            from datagen.step import StageStopped
+    if p.local:
+        with local.condition(c) as (model, tokenizer, tokens):
+            return replay_local(model, tokenizer, tokens, todo, systems, gen, ecfg.batch_size, done)
+    from datagen.step import StageStopped
 
-            kept = f"finished chats are kept in {folder / CHATS_FILE}; rerun the same command to continue"
-            try:
-                failed, _ = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
-                                         folder / GENERATE_CACHE, ecfg.concurrency)
-            except (StageStopped, LLMFatalError) as e:
-                raise UserError(f"{c}: generation stopped: {e}; {kept}") from None
-            generated[c] = count["turns"]
-            if failed:
-                raise UserError(f"{c}: {len(failed)} chat(s) got no answer from {redact_url(p.base_url) or 'OpenAI'} "
-                                f"for some turn; {kept}")
-    return generated
+    kept = f"finished chats are kept in {folder / CHATS_FILE}; rerun the same command to continue"
+    try:
+        failed, _ = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
+                                 folder / GENERATE_CACHE, ecfg.concurrency)
+    except (StageStopped, LLMFatalError) as e:
+        raise UserError(f"{c}: generation stopped: {e}; {kept}") from None
+    if failed:
+        raise UserError(f"{c}: {len(failed)} chat(s) got no answer from {redact_url(p.base_url) or 'OpenAI'} "
+                        f"for some turn; {kept}")
+    return count["turns"]
 
 
-def losses(cfg: TrainConfig, held: HeldOut, systems: dict[str, str], plan: dict[str, Plan], folder: Path,
-           local: LocalModel, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Per-chat [nll, tokens] of fine_tuned and base (in-process plans only), cached in loss.json by settings."""
+def losses(c: str, p: Plan, cfg: TrainConfig, held: HeldOut, systems: dict[str, str], folder: Path,
+           local: LocalModel, log: Callable[[str], None]) -> dict[str, Any]:
+    """Held-out id → [nll, tokens] under condition `c` (in-process only), cached in loss.json by settings."""
     cache = _read_json(folder / LOSS_FILE) or {}
-    out: dict[str, dict[str, Any]] = {}
-    for c in LOSS_CONDITIONS:
-        p = plan.get(c)
-        if p is None or not p.local:
-            continue
-        key = settings_key({"chats": p.key, "max_seq_len": cfg.max_seq_len})
-        have = cache.get(c, {}).get("chats", {}) if cache.get(c, {}).get("key") == key else {}
-        todo = [d for d in held.chats if d.id not in have]
-        if todo:
-            log(f"{c}: loss on {len(todo)} held-out chat(s)")
-            with local.condition(c) as (model, tokenizer, tokens):
-                have = {**have, **chat_losses(model, tokenizer, tokens, todo, systems, cfg.max_seq_len)}
-            cache[c] = {"key": key, "chats": have}
-            _write_json(folder / LOSS_FILE, cache)
-        out[c] = have
-    return out
+    key = settings_key({"chats": p.key, "max_seq_len": cfg.max_seq_len})
+    have = cache.get(c, {}).get("chats", {}) if cache.get(c, {}).get("key") == key else {}
+    todo = [d for d in held.chats if d.id not in have]
+    if todo:
+        log(f"{c}: loss on {len(todo)} held-out chat(s)")
+        with local.condition(c) as (model, tokenizer, tokens):
+            have = {**have, **chat_losses(model, tokenizer, tokens, todo, systems, cfg.max_seq_len)}
+        cache[c] = {"key": key, "chats": have}
+        _write_json(folder / LOSS_FILE, cache)
+    return have
 
 
 def judge_all(judge, chats: dict[str, list[Dialogue]], profiles: dict[str, str], folder: Path,
@@ -380,17 +390,21 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
     log(f"eval {name}: {len(held.chats)} held-out chats of {len(held.types)} type(s) from {held.source}; "
         f"conditions {', '.join(plan)}; writing to {folder}")
 
-    # 2. replay (3. loss while the model is in memory), every finished chat kept
+    # 2. replay each condition, every finished chat kept; 3. its loss while its model is in memory
     local = LocalModel(cfg, log)
     store = ChatStore(folder / CHATS_FILE)
+    generated: dict[str, int] = {}
+    loss: dict[str, dict[str, Any]] = {}
     try:
-        generated = generate(cfg, ecfg, folder, held, systems, plan, gen, local, store, log)
+        for c, p in plan.items():
+            generated[c] = replay(c, p, ecfg, folder, held, systems, gen, local, store, log)
+            if ecfg.loss and c in LOSS_CONDITIONS and p.local:
+                loss[c] = losses(c, p, cfg, held, systems, folder, local, log)
         chats = {c: [store.get(c, d.id, p.key) for d in held.chats] for c, p in plan.items()}
         store.rewrite([d for cs in chats.values() for d in cs])  # exactly this evaluation's chats, in order
     finally:
         store.close()
-    loss = losses(cfg, held, systems, plan, folder, local, log) if ecfg.loss else {}
-    local.free()
+    local.free(collect=False)  # nothing else is loaded after this; the judge only needs the network
 
     # 4. judge (resumable: its cache answers everything already asked)
     verdicts = judge_all(judge, chats, profiles or {}, folder, log) if judge is not None else {}
