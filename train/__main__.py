@@ -62,21 +62,21 @@ def _eval_parser(sub, overrides_help: str) -> None:
     e.add_argument("--demo", action="store_true",
                    help="evaluate the checkpoint `make demo` trained, on its dataset, into outputs/eval/demo/ "
                         "(ignores --config)")
-    e.add_argument("--prompts", help="a .jsonl of records (mbti, messages) to replay instead of the test split")
+    e.add_argument("--prompts", metavar="FILE", help="a .jsonl of records (mbti, messages) to replay instead of the test split")
     e.add_argument("--split", help="dataset split to replay (default: the config's eval_split, test)")
-    e.add_argument("--limit", type=int, dest="limit_per_type", help="at most N held-out chats per type")
-    e.add_argument("--conditions", help="comma-separated: fine_tuned,base,reference (default: fine_tuned,base, "
+    e.add_argument("--limit", type=int, dest="limit_per_type", metavar="N", help="at most N held-out chats per type")
+    e.add_argument("--conditions", metavar="LIST", help="comma-separated: fine_tuned,base,reference (default: fine_tuned,base, "
                                         "+reference with --reference-model)")
     e.add_argument("--name", help="output folder OUT/eval/NAME (default: the checkpoint's name)")
     e.add_argument("--out", default="outputs", help="the outputs root, as for every stage: writes OUT/eval/NAME/")
     g = e.add_argument_group("generation")
-    g.add_argument("--base-url", help="generate fine_tuned and base on this OpenAI-compatible server (vLLM: "
+    g.add_argument("--base-url", metavar="URL", help="generate fine_tuned and base on this OpenAI-compatible server (vLLM: "
                                       "vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER) instead of in-process")
-    g.add_argument("--adapter-name", help="the adapter's model name on that server (default: the checkpoint's name)")
-    g.add_argument("--served-base", help="the base model's name on that server (default: the config's model)")
-    g.add_argument("--reference-model", help="a reference model prompted with the same system prompts")
-    g.add_argument("--reference-base-url", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
-    g.add_argument("--max-new-tokens", type=int, help="longest reply per turn (default: the config's max_new_tokens)")
+    g.add_argument("--adapter-name", metavar="NAME", help="the adapter's model name on that server (default: the checkpoint's name)")
+    g.add_argument("--served-base", metavar="NAME", help="the base model's name on that server (default: the config's model)")
+    g.add_argument("--reference-model", metavar="MODEL", help="a reference model prompted with the same system prompts")
+    g.add_argument("--reference-base-url", metavar="URL", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--max-new-tokens", type=int, metavar="N", help="longest reply per turn (default: the config's max_new_tokens)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples with --seed")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when --temperature > 0")
     g.add_argument("--seed", type=int, default=0, help="seed of sampled generation")
@@ -84,11 +84,11 @@ def _eval_parser(sub, overrides_help: str) -> None:
     g.add_argument("--concurrency", type=int, default=16, help="server backends: requests in flight")
     g.add_argument("--no-loss", dest="loss", action="store_false", help="skip loss and perplexity")
     j = e.add_argument_group("judge")
-    j.add_argument("--judge-model", default="gpt-4o-mini", help="any OpenAI-compatible model (default gpt-4o-mini)")
-    j.add_argument("--judge-base-url", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
-    j.add_argument("--judge-max-cost", type=float, help="USD cap on the judge's spend (this folder's earlier runs count)")
-    j.add_argument("--judge-price-in", type=float, help="USD per 1M prompt tokens, for a judge without a known price")
-    j.add_argument("--judge-price-out", type=float, help="USD per 1M completion tokens (with --judge-price-in)")
+    j.add_argument("--judge-model", default="gpt-4o-mini", metavar="MODEL", help="any OpenAI-compatible model (default gpt-4o-mini)")
+    j.add_argument("--judge-base-url", metavar="URL", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
+    j.add_argument("--judge-max-cost", type=float, metavar="USD", help="USD cap on the judge's spend (this folder's earlier runs count)")
+    j.add_argument("--judge-price-in", type=float, metavar="USD", help="USD per 1M prompt tokens, for a judge without a known price")
+    j.add_argument("--judge-price-out", type=float, metavar="USD", help="USD per 1M completion tokens (with --judge-price-in)")
     j.add_argument("--judge-concurrency", type=int, default=16, help="judge requests in flight")
     j.add_argument("--no-judge", dest="judge", action="store_false", help="every other metric; the judge's are null")
 
