@@ -248,6 +248,9 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, overriding the table")
     p.add_argument("--repeats", type=int, default=None,
                    help="runs per variant, alternating packed/unpacked; the best is kept (default 3 on CPU, 1 on GPU)")
+    p.add_argument("--keep-model", metavar="DIR", help="build the random model in DIR and keep it (or reuse the one "
+                   "there): bench/gpu_check.sh trains, merges and chats with the same model afterwards")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON (bench/gpu_check.sh reads it)")
     p.add_argument("--variant", choices=("packed", "unpacked"), help=argparse.SUPPRESS)  # internal: one run
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -281,7 +284,11 @@ def main() -> None:
     cpu_peak = cpu_matmul_tflops("float32") if args.device == "cpu" else None  # again at the end; the best is kept
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        model_dir = build_random_model(args.shape, tok, Path(tmp) / args.shape, args.device)
+        kept = Path(args.keep_model) if args.keep_model else None
+        if kept is not None and (kept / "config.json").is_file():
+            model_dir = kept
+        else:
+            model_dir = build_random_model(args.shape, tok, kept or Path(tmp) / args.shape, args.device)
         print(f"built a random {args.shape} model in {time.perf_counter() - t:.0f}s", file=sys.stderr)
         best: dict[str, dict] = {}
         repeats = args.repeats or (3 if args.device == "cpu" else 1)
@@ -323,6 +330,10 @@ def main() -> None:
               f"| {r['peak_gib']:.2f} | {mfu} | {mfu6} |")
     speedup = results[0]["tokens_per_s"] / results[1]["tokens_per_s"]
     print(f"\npacked / unpacked tokens/s: {speedup:.2f}x")
+    if args.json:
+        for r in results:
+            r["mfu"] = r["tflops"] / peak if peak else None
+        Path(args.json).write_text(json.dumps({"peak_tflops": peak, "results": results}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -48,14 +48,20 @@ def seeds_check(seeds: Path = SeedsDir, sets: list[str] = Set) -> None:
         raise UserError(f"seeds folder {seeds} does not exist; pass --seeds DIR")
     report = check_seeds(seeds, cfg)
     table = Table(title=f"seeds: {report.personas}/16 personas, {report.topics} topics")
-    for col in ("type", "dialogues", "avg exchanges", "exchanges", "존댓말", "반말", "topics", "problems"):
+    for col in ("type", "dialogues", "avg exchanges", "exchanges (kinds)", "존댓말", "반말", "topics", "unnatural",
+                "problems"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for st in report.stats.values():
         table.add_row(st.mbti, str(st.dialogues), f"{st.avg_exchanges:.1f}", st.spread(), str(st.polite), str(st.casual),
-                      str(st.topics), str(st.problems))
+                      str(st.topics), str(st.unnatural), str(st.problems))
     total = sum(st.dialogues for st in report.stats.values())
-    table.add_row("all", str(total), "", "", "", "", "", str(len(report.problems)), style="bold")
+    table.add_row("all", str(total), "", "", "", "", "", str(len(report.soft)), str(len(report.problems)), style="bold")
     console.print(table)
+    for s in report.soft:
+        print(s)
+    if total:
+        print(f"naturalness (soft, counted, not problems): {len(report.soft)} hit(s) in {total} dialogues, "
+              f"{len(report.soft) / total:.2f} per dialogue (datagen/naturalness.py; seeds/STYLE.md says how to fix)")
     for p in report.problems:
         print(p)
     if not report.ok:
@@ -317,6 +323,11 @@ def curate_cmd(
               f"{judge_obj.stats['cached']} answered from the run's cache")
     for line in report.bad_lines[:5]:
         print(f"bad line: {line}")
+    nat = report.naturalness
+    if nat.get("records"):
+        top = ", ".join(f"{k}={v}" for k, v in list(nat["by_pattern"].items())[:5])
+        print(f"naturalness (soft, counted, not rejected): {nat['hits']} hit(s) in {nat['records_with_hits']} of "
+              f"{nat['records']} kept records, {nat['hits_per_record']:.2f} per record" + (f" ({top})" if top else ""))
     print(report.summary())
     print(f"wrote {out / 'runs' / run}/{{{', '.join(report.files.values())}}}")
 

@@ -47,6 +47,7 @@ from datasketch import LeanMinHash, MinHashLSH
 from datagen.checks import CheckConfig, first_violation
 from datagen.dedup import SCHEME, SEED, band_keys, dialogue_text, near_duplicates, rows_per_band, signatures
 from datagen.errors import UserError
+from datagen.naturalness import summarise, unnatural
 from datagen.runs import append_config
 from datagen.schema import MBTI_TYPES, Dialogue, RecordError
 from datagen.seeds import DEFAULT_SEEDS_DIR
@@ -124,6 +125,8 @@ class Item:
     """For a duplicate: the kept item (seed or earlier record) it duplicates."""
     judge: dict[str, Any] | None = None
     """The judge's verdict (scores, guessed type), written into the record's `meta.judge`."""
+    unnatural: tuple[str, ...] = ()
+    """Patterns of the soft naturalness check hit by its assistant turns (`meta.unnatural`; counted, not rejected)."""
 
     @cached_property
     def record(self) -> Dialogue | None:
@@ -231,6 +234,7 @@ def inspect_lines(lines: list[_Line], cfg: CurateConfig) -> list[Item]:
             it.reject(v.rule, v.detail)
         else:
             passing.append(it)
+            it.unnatural = tuple(h.pattern for h in unnatural(it.record))
     add_dedup_keys(passing, cfg)
     return items
 
@@ -375,6 +379,8 @@ class CurateReport:
     judge: dict[str, Any] | None
     config: dict[str, Any]
     files: dict[str, str]
+    naturalness: dict[str, Any] = field(default_factory=dict)
+    """The soft naturalness check over the kept records (`datagen.naturalness.summarise`)."""
 
     def summary(self) -> str:
         """`kept 812/1000 (too_short=97, persona_break=55, near_dup=36)`: reasons by count, then name."""
@@ -387,6 +393,7 @@ class CurateReport:
             "rejected": dict(_ordered(self.reasons)),
             "dedup": self.dedup,
             "judge": self.judge,
+            "naturalness": self.naturalness,
             "by_type": {t: dict(c) for t, c in self.by_type.items()},
             "seeds": self.seeds,
             "bad_lines": self.bad_lines,
@@ -523,6 +530,7 @@ def build_report(run: str, items: list[Item], cfg: CurateConfig, judge_stats: di
                **{f"not_reference_{r}": n for r, n in _ordered(Counter(it.reason for it in seeds if it.reason))}},
         bad_lines=[f"{it.where()}: {it.reason}: {it.detail}" for it in bad[:cfg.max_listed_bad_lines]],
         judge=judge_stats, config=_jsonable(asdict(cfg)),
+        naturalness=summarise((it.mbti, it.unnatural) for it in gen if it.kept),
         files={"curated": CURATED_FILE, "rejected": REJECTED_FILE, "report": REPORT_FILE},
     )
 
@@ -552,10 +560,13 @@ def write_outputs(run_dir: Path, items: list[Item], report: CurateReport) -> Non
 
 def _record_json(it: Item) -> str:
     assert it.record_json is not None
-    if it.judge is None:
+    if it.judge is None and not it.unnatural:
         return it.record_json
     obj = json.loads(it.record_json)
-    obj["meta"] = {**obj["meta"], "judge": it.judge}
+    extra = {"judge": it.judge} if it.judge is not None else {}
+    if it.unnatural:
+        extra["unnatural"] = list(it.unnatural)
+    obj["meta"] = {**obj["meta"], **extra}
     return json.dumps(obj, ensure_ascii=False)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from datagen.checks import CheckConfig, violations
 from datagen.dedup import MinHashIndex
+from datagen.naturalness import unnatural
 from datagen.schema import MBTI_TYPES, Dialogue, LineError, RecordError, iter_jsonl, write_jsonl
 from datagen.seeds import DEFAULT_SEEDS_DIR, load_personas, load_seed_dialogues, load_topics
 from datagen.text import dedup_normalize, dialogue_register
@@ -53,16 +54,18 @@ class TypeStats:
     problems: int = 0
     lengths: Counter = field(default_factory=Counter)
     """Dialogues per exchange count."""
+    unnatural: int = 0
+    """Hits of the soft naturalness check (`datagen.naturalness`) in the type's assistant turns."""
 
     @property
     def avg_exchanges(self) -> float:
         return self.exchanges / self.dialogues if self.dialogues else 0.0
 
     def spread(self) -> str:
-        """`3-8 (6 kinds)`: shortest and longest exchange count and how many different counts."""
+        """`3-8 (6)`: shortest and longest exchange count and how many different counts."""
         if not self.lengths:
             return "-"
-        return f"{min(self.lengths)}-{max(self.lengths)} ({len(self.lengths)} kinds)"
+        return f"{min(self.lengths)}-{max(self.lengths)} ({len(self.lengths)})"
 
 
 @dataclass
@@ -71,6 +74,8 @@ class SeedReport:
     problems: list[LineError]
     personas: int
     topics: int
+    soft: list[LineError] = field(default_factory=list)
+    """Naturalness hits, one per match (`file:line: unnatural: pattern ...`): counted, never problems."""
 
     @property
     def ok(self) -> bool:
@@ -88,6 +93,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
     problems += dialogue_problems
     topic_set = set(topics)
     stats = {t: TypeStats(t) for t in types}
+    soft: list[LineError] = []
     exact: dict[str, tuple[str, int]] = {}
     near = MinHashIndex(cfg.rules)
     where: dict[str, tuple[str, int]] = {}
@@ -105,6 +111,9 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
             st.casual += register == "반말"
             for v in violations(d, cfg.rules):
                 problems.append(LineError(path, line, v.rule, v.detail))
+            for hit in unnatural(d):
+                st.unnatural += 1
+                soft.append(LineError(path, line, "unnatural", str(hit)))
             if topic_set and d.topic not in topic_set:
                 problems.append(LineError(path, line, "unknown_topic", f"{d.topic!r} is not in seeds/topics.yaml; add it there or pick one"))
             if d.topic in seen_topics:
@@ -144,7 +153,7 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
         counts[Path(p.path).stem] = counts.get(Path(p.path).stem, 0) + 1
     for mbti, st in stats.items():
         st.problems = counts.get(mbti, 0)
-    return SeedReport(stats=stats, problems=problems, personas=len(personas), topics=len(topics))
+    return SeedReport(stats=stats, problems=problems, personas=len(personas), topics=len(topics), soft=soft)
 
 
 def _length_problems(st: TypeStats, cfg: SeedCheckConfig, path: str) -> list[LineError]:

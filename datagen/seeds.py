@@ -14,7 +14,14 @@ import yaml
 
 from datagen.schema import MBTI_TYPES, Dialogue, LineError, read_jsonl_numbered
 
-DEFAULT_SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+def _default_seeds_dir() -> Path:
+    """The repository's seeds/ when running from a checkout (also an editable install), else the copy a
+    wheel ships inside the package (datagen/seeds_data, see pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "seeds"
+    return checkout if (checkout / "personas").is_dir() else Path(__file__).resolve().parent / "seeds_data"
+
+
+DEFAULT_SEEDS_DIR = _default_seeds_dir()
 
 # The profile keys a persona file must have (values are Korean prose). See seeds/personas/*.yaml.
 PERSONA_KEYS: dict[str, type] = {

@@ -108,9 +108,18 @@ def sentence_register(sentence: str) -> str | None:
     return None
 
 
+def strip_quotes(text: str) -> str:
+    """The text with quoted speech blanked out: a quote carries someone else's words and register.
+
+    >>> strip_quotes("엄마가 '왜 그랬어?' 하시더라고요")
+    '엄마가   하시더라고요'
+    """
+    return _QUOTED.sub(" ", text)
+
+
 def register_counts(text: str) -> tuple[int, int]:
     """(polite, casual) sentence counts of one turn, quoted speech left out."""
-    text = _QUOTED.sub(" ", text)
+    text = strip_quotes(text)
     polite = casual = 0
     for sent in _SENTENCE_END.split(text):
         r = sentence_register(sent)

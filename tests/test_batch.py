@@ -85,7 +85,7 @@ def test_ingest_is_the_same_accept_path_and_idempotent(seeds_dir, tmp_path, clea
     assert errors == [] and len(recs) == 4
     meta = recs[0].meta
     assert meta["model"] == "gpt-4o-mini-2024-07-18" and meta["custom_id"] == results[0]["custom_id"]
-    assert len(meta["examples"]) == 3 and meta["request_hash"] == read_lines(cfg.run_dir / "batch_plan.jsonl")[0]["request_hash"]
+    assert 1 <= len(meta["examples"]) <= 3 and meta["request_hash"] == read_lines(cfg.run_dir / "batch_plan.jsonl")[0]["request_hash"]
     assert rep.stats["ISTJ"].cost == (2 * 2000 * 0.15 + 2 * 800 * 0.60) / 1e6 * 0.5  # Batch API: half price
 
     def data_files():  # config.jsonl is the invocation history: every ingest adds a line to it

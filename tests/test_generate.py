@@ -63,8 +63,9 @@ def test_exact_counts_for_two_types(seeds_dir, tmp_path, llm_server, clean_env):
     assert not (cfg.run_dir / "rejected.jsonl").exists()
     meta = generated(cfg)[0].meta
     assert set(meta) == {"model", "run", "request_hash", "candidate", "request_index", "examples", "usage",
-                         "response_format", "requested_register", "register"}
-    assert meta["model"] == "test-model" and meta["run"] == "test-model" and len(meta["examples"]) == 3
+                         "response_format", "requested_register", "requested_relation", "requested_exchanges",
+                         "register"}
+    assert meta["model"] == "test-model" and meta["run"] == "test-model" and 1 <= len(meta["examples"]) <= 3
     assert {d.topic for d in generated(cfg)} <= set(TOPICS)
     # the key is in no file; the resolved config is
     for p in cfg.run_dir.rglob("*"):
@@ -239,9 +240,9 @@ def read_lines_lenient(path: Path) -> list[dict]:
 def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean_env):
     usage = {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}  # $0.002 at $1/$1 per 1M
     with LLMServer(default=dialogue_factory(2, usage=usage)) as server:
-        # worst case per request: ~1,620 counted prompt tokens + max_tokens 1,000 = $0.0026 at $1/$1 per 1M
+        # worst case per request: ~2,100 counted prompt tokens + max_tokens 500 = ~$0.0026 at $1/$1 per 1M
         cfg = config(seeds_dir, tmp_path, server, count=10, max_cost=0.005, price=Price(1.0, 1.0),
-                     llm=dict(concurrency=1, max_tokens=1000))
+                     llm=dict(concurrency=1, max_tokens=500))
         stats = generate(cfg, api_key="k")
         st = stats.types["ISTJ"]
         assert (st.requests, st.accepted, server.completions) == (2, 4, 2)
@@ -251,7 +252,7 @@ def test_max_cost_stops_before_the_budget_is_exceeded(seeds_dir, tmp_path, clean
         assert again.types["ISTJ"].requests == 0 and again.spent_before == pytest.approx(0.004)
         assert "would be exceeded" in again.stop_reason
         higher = generate(config(seeds_dir, tmp_path, server, count=10, max_cost=0.007, price=Price(1.0, 1.0),
-                                 llm=dict(concurrency=1, max_tokens=1000)), api_key="k")
+                                 llm=dict(concurrency=1, max_tokens=500)), api_key="k")
         assert higher.types["ISTJ"].requests == 1 and higher.spent == pytest.approx(0.006)
 
 
@@ -347,15 +348,15 @@ def test_dry_run_output(seeds_dir, tmp_path, clean_env, capsys):
                         "gpt-4o-mini, server OpenAI (https://api.openai.com/v1)")
     assert lines[1].startswith("--- first request for ISTJ (request 0, hash ")
     assert lines[2:4] == ["[system]", EXPECTED_SYSTEM]
-    assert lines[4:6] == ["[user]", "아래 인물이 assistant가 되어 평범한 사람(user)과 나누는 새 대화 3개를 써 주세요."]
-    assert "1. 주제: 친구와의 갈등 / 말투: 반말" in lines
+    assert lines[4:6] == ["[user]", "아래 인물이 assistant가 되어 평범한 사람(user)과 메신저로 나누는 새 대화 3개를 써 주세요."]
+    assert "1. 주제: 친구와의 갈등 / 말투: 반말 / 상대: 친구 / 주고받기 3번 (메시지 6개)" in lines
     assert lines[-5:] == [
         "--- end of prompt ---",
-        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,988 prompt + ~2,528 completion tokens)",
-        "planned: 4 requests, ~5,988 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
+        "ISTJ: 0 accepted, 10 to go → 4 requests (~5,484 prompt + ~2,528 completion tokens)",
+        "planned: 4 requests, ~5,484 prompt + ~2,528 completion tokens, if every dialogue is accepted (rejects add requests)",
         "tiktoken cannot load o200k_base offline (offline in tests); tokens approximated as 1 per Hangul syllable + 1 "
         "per 4 other characters (datagen/cost.py)",
-        "cost: ~$0.0024 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
+        "cost: ~$0.0023 at $0.15 / $0.6 per 1M prompt / completion tokens (Batch API: ~$0.0012)",
     ]
     assert not out_dir.exists()  # a dry run writes nothing
 

@@ -82,7 +82,7 @@ def test_low_average_exchanges(tmp_path):
         ("low_avg_exchanges", "ISTJ averages 3.0 exchanges; at least 4.0"),
         ("narrow_lengths", "ISTJ has 1 different exchange counts (3); vary them over at least 4"),
         ("no_long_dialogue", "ISTJ has no dialogue of 7 exchanges or more (longest 3); add a long one")]
-    assert report.stats["ISTJ"].spread() == "3-3 (1 kinds)"
+    assert report.stats["ISTJ"].spread() == "3-3 (1)"
 
 
 def test_length_spread_and_register_expressions(tmp_path):
@@ -100,7 +100,7 @@ def test_length_spread_and_register_expressions(tmp_path):
     cfg = SeedCheckConfig(min_dialogues=4, min_avg_exchanges=3.0)
     report = check_seeds(root, cfg, types=("ISTJ",))
     assert [p.rule for p in report.problems] == ["narrow_lengths"]  # 7, 3, 4, 3: three kinds
-    assert report.stats["ISTJ"].spread() == "3-7 (3 kinds)"
+    assert report.stats["ISTJ"].spread() == "3-7 (3)"
     report = check_seeds(root, replace(cfg, min_distinct_exchanges=3), types=("ISTJ",))
     assert report.problems == []
     persona = root / "personas" / "ISTJ.yaml"

@@ -306,10 +306,25 @@ def build_config(values: dict[str, Any], where: str = "config") -> TrainConfig:
     return cfg
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def config_path(path: str | Path) -> Path:
+    """The config file a `--config` names: the path as given when it exists, else the shipped config of
+    that file name (`train/configs/bllossom-8b.yaml`, `bllossom-8b.yaml` and `bllossom-8b` all find it when
+    the package is installed and the command runs outside the repository)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.name if given.suffix == ".yaml" else f"{given.name}.yaml"
+    shipped = SHIPPED_CONFIGS / name
+    return shipped if shipped.is_file() else given
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = config_path(path)
     if not path.is_file():
-        shipped = sorted(p.name for p in (Path(__file__).parent / "configs").glob("*.yaml"))
+        shipped = sorted(p.name for p in SHIPPED_CONFIGS.glob("*.yaml"))
         raise ConfigError([f"config file {path} does not exist; the shipped ones are in train/configs/: "
                            f"{', '.join(shipped)}"])
     try:

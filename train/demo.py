@@ -18,7 +18,7 @@ from typing import Callable
 from datagen.errors import UserError
 
 DEMO_DIR = Path("outputs/demo")
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny-cpu.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny-cpu.yaml"  # shipped in the wheel too
 DEMO_PERSONAS = ("ENFP", "ISTJ")  # shown when their profiles exist; otherwise the first two that do
 DEMO_QUESTION = "요즘 일이 너무 많아서 지쳤어요. 이번 주말에는 어떻게 쉬면 좋을까요?"
 TEST_SHARE = 0.15  # held-out share per type, for the eval loss; 0.15 keeps one chat per type even with 4 seeds

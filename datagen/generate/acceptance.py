@@ -132,8 +132,8 @@ class Acceptor:
                 return []
             pool.handled.add((h, None))
             return [Verdict(None, failure[0], failure[1], raw=c.content)]
-        items = [tuple(x) for x in line.get("items") or []]
-        requested = {t for t, _ in items}
+        items = [tuple(x) for x in line.get("items") or []]  # (topic, register[, relation, exchanges])
+        requested = {it[0] for it in items}
         model = completion.get("model") if isinstance(completion.get("model"), str) else self.model
         out = []
         for j, cand in enumerate(cands):
@@ -159,6 +159,8 @@ class Acceptor:
                 "response_format": line.get("response_format")}
         if j < len(items):
             meta["requested_register"] = items[j][1]
+            if len(items[j]) >= 4:
+                meta["requested_relation"], meta["requested_exchanges"] = items[j][2], items[j][3]
         if line.get("custom_id"):
             meta["custom_id"] = line["custom_id"]
         try:

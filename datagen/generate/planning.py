@@ -15,7 +15,7 @@ from typing import Any
 from datagen.cost import TokenCounter
 from datagen.generate.config import GenerateConfig
 from datagen.llm import LLMConfig, chat_body, request_hash
-from datagen.prompts import REGISTERS, RESPONSE_SCHEMA, format_example, render_generation
+from datagen.prompts import REGISTERS, RELATIONS, RESPONSE_SCHEMA, Item, format_example, render_generation
 from datagen.schema import Dialogue
 from datagen.seeds import Persona
 
@@ -48,7 +48,7 @@ class PlannedRequest:
     body: dict[str, Any]
     request_hash: str
     examples: tuple[str, ...]
-    items: tuple[tuple[str, str], ...]
+    items: tuple[Item, ...]
 
     @property
     def custom_id(self) -> str:
@@ -60,20 +60,36 @@ def request_body(messages: list[dict[str, str]], llm: LLMConfig) -> dict[str, An
     return chat_body(messages, llm, RESPONSE_SCHEMA)
 
 
+def exchange_choices(seeds: list[Dialogue], cfg: GenerateConfig) -> list[int]:
+    """Exchange counts a dialogue may be asked for: the type's seeds' own counts (so the data keep the seeds'
+    spread, 3 to 8), within the rules' bounds; every allowed count when there are no seeds."""
+    lo, hi = cfg.checks.min_exchanges, cfg.checks.max_exchanges
+    counts = sorted(min(hi, max(lo, d.exchanges)) for d in seeds)
+    return counts or list(range(lo, hi + 1))
+
+
 def plan_request(state: TypePlan, index: int, cfg: GenerateConfig) -> PlannedRequest:
-    """Request `index` of a type: examples, topics and registers from its own RNG, prompt rendered."""
+    """Request `index` of a type from its own RNG: topics, registers, relations and lengths of the dialogues
+    asked for, then examples whose topics differ from those (so no example shows how a requested topic
+    goes), the prompt rendered."""
     rng = random.Random(f"{cfg.seed}:{state.mbti}:{index}")
-    gen = [d if isinstance(d, Dialogue) else Dialogue.from_dict(d)
-           for d in rng.sample(state.accepted, min(cfg.generated_examples, len(state.accepted)))]
-    n_seed = min(len(state.seeds), cfg.seed_examples + cfg.generated_examples - len(gen))
-    examples = rng.sample(state.seeds, n_seed) + gen
     first = rng.randrange(2)  # registers alternate within a request, so each type gets both evenly
-    items = tuple((state.topic(index * cfg.per_request + j, cfg.seed), REGISTERS[(first + j) % 2])
-                  for j in range(cfg.per_request))
+    lengths = exchange_choices(state.seeds, cfg)
+    items = []
+    for j in range(cfg.per_request):
+        register = REGISTERS[(first + j) % 2]
+        items.append(Item(state.topic(index * cfg.per_request + j, cfg.seed), register,
+                          rng.choice(RELATIONS[register]), rng.choice(lengths)))
+    asked = {it.topic for it in items}
+    accepted = [d for d in state.accepted if (d.topic if isinstance(d, Dialogue) else d.get("topic")) not in asked]
+    gen = [d if isinstance(d, Dialogue) else Dialogue.from_dict(d)
+           for d in rng.sample(accepted, min(cfg.generated_examples, len(accepted)))]
+    seeds = [d for d in state.seeds if d.topic not in asked]
+    n_seed = min(len(seeds), cfg.seed_examples + cfg.generated_examples - len(gen))
+    examples = rng.sample(seeds, n_seed) + gen
     profile = state.persona.profile_text() if state.persona else ""
     body = request_body(render_generation(profile, examples, items), cfg.llm)
-    return PlannedRequest(state.mbti, index, body, request_hash(body), tuple(d.id for d in examples), items)
-
+    return PlannedRequest(state.mbti, index, body, request_hash(body), tuple(d.id for d in examples), tuple(items))
 
 
 def requests_cap(cfg: GenerateConfig, to_go: int) -> int:
