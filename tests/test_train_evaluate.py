@@ -42,12 +42,12 @@ def write_dataset(path: Path, splits: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """A checkpoint trained for 4 steps (the LoRA moves off zero) on the 8 sample chats; 5 held out."""
+    """A checkpoint trained for 2 steps (enough for the LoRA to move off zero) on the 8 sample chats; 5 held out."""
     root = tmp_path_factory.mktemp("ev")
     model = build_tiny_model(root / "tiny", tokenizer=train_tiny_tokenizer(SAMPLE_TEXTS, vocab_size=400))
     data = write_dataset(root / "data", {"train": SAMPLE_CHATS, "test": HELD_OUT})
-    cfg = load_config(TINY, [f"model={model}", f"dataset={data}", f"output_dir={root / 'ck'}", "max_steps=4",
-                             "learning_rate=5e-2", "lora_r=4", "lora_alpha=8", "max_seq_len=256", "logging_steps=1",
+    cfg = load_config(TINY, [f"model={model}", f"dataset={data}", f"output_dir={root / 'ck'}", "max_steps=2",
+                             "warmup_ratio=0", "learning_rate=5e-2", "lora_r=4", "lora_alpha=8", "max_seq_len=256", "logging_steps=1",
                              "time_limit_minutes=null", "max_new_tokens=6"])
     finetune(cfg, log=lambda _: None)
     return cfg, make_seeds(root / "seeds")
