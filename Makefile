@@ -9,7 +9,7 @@ REPO ?=
 CONFIG ?= train/configs/bllossom-8b.yaml
 ARGS ?=
 
-.PHONY: install test seeds-check generate curate publish train merge chat demo serve serve-demo serve-vllm bench
+.PHONY: install test seeds-check generate curate publish train merge chat demo eval push serve serve-demo serve-vllm bench
 
 install:  ## everything needed to run and test (torch first, so no CUDA packages get pulled)
 	$(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -41,6 +41,12 @@ chat:  ## make chat MBTI=ENFP
 
 demo:  ## no key, no GPU: seeds -> tiny dataset -> 1 minute of CPU QLoRA -> two persona replies
 	$(PYTHON) -m train demo
+
+eval:  ## make eval [CONFIG=...] [ARGS="--judge-model gpt-4o-mini --limit 5"]; ARGS="--demo ..." evaluates the demo
+	$(PYTHON) -m train eval --config $(CONFIG) $(ARGS)
+
+push:  ## make push REPO=USER/NAME [CONFIG=...] [ARGS=--private]: adapter, tokenizer, personas and card to the Hub
+	$(PYTHON) -m train push --config $(CONFIG) --repo-id $(REPO) $(ARGS)
 
 serve:  ## web chat + OpenAI-compatible API for the 16 personas: make serve [CONFIG=...] [ARGS="--port 8080 --api-key K"]
 	$(PYTHON) -m serve --config $(CONFIG) $(ARGS)

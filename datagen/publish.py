@@ -401,15 +401,30 @@ def _status(e: BaseException) -> int | None:
 
 
 def upload(folder: Path, cfg: PublishConfig) -> str:
-    """Create the dataset repo if needed and upload `folder`; bounded retries on network errors and 5xx/429.
+    """Create the dataset repo if needed and upload `folder` (`upload_to_hub`); returns the dataset's URL.
 
-    The token comes from `HF_TOKEN` or the stored login (`hf auth login`); it is never printed.
     `delete_patterns` drops remote data shards and plots this release no longer has.
+    """
+    assert cfg.repo_id is not None
+    return upload_to_hub(folder, cfg.repo_id, repo_type="dataset", private=cfg.private,
+                         commit_message=f"datagen publish --run {cfg.run}",
+                         keep=f"the dataset folder is kept at {folder}; rerun the same command to upload it",
+                         attempts=cfg.upload_attempts, retry_wait_s=cfg.retry_wait_s,
+                         delete_patterns=["data/*", "plots/*"])
+
+
+def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str, private: bool, commit_message: str, keep: str,
+                  attempts: int = 3, retry_wait_s: float = 5.0, delete_patterns: list[str] | None = None,
+                  ignore_patterns: list[str] | None = None) -> str:
+    """Create the Hub repo if needed and upload `folder`; bounded retries on network errors and 5xx/429.
+
+    Shared by `datagen publish` (datasets) and `python -m train push` (models). The token comes from
+    `HF_TOKEN` or the stored login (`hf auth login`); it is never printed. Every failure is one
+    `UserError` ending with `keep` (what is kept locally, and that a rerun uploads it); an interrupted
+    upload resumes, since huggingface_hub skips files that already arrived. Returns the repo's URL.
     """
     from huggingface_hub import constants as hub_constants
 
-    assert cfg.repo_id is not None
-    keep = f"the dataset folder is kept at {folder}; rerun the same command to upload it"
     if hub_constants.HF_HUB_OFFLINE:
         raise UserError(f"HF_HUB_OFFLINE is set, so nothing can be uploaded; {keep}")
     token = huggingface_hub.get_token()
@@ -417,25 +432,29 @@ def upload(folder: Path, cfg: PublishConfig) -> str:
         raise UserError(f"no Hugging Face token: set HF_TOKEN or run `hf auth login`; {keep}")
     api = huggingface_hub.HfApi(token=token)
     retryable = _retryable_errors()
-    wait = cfg.retry_wait_s
-    for attempt in range(1, cfg.upload_attempts + 1):
+    wait = retry_wait_s
+    extra: dict[str, Any] = {}
+    if delete_patterns:
+        extra["delete_patterns"] = delete_patterns
+    if ignore_patterns:
+        extra["ignore_patterns"] = ignore_patterns
+    for attempt in range(1, attempts + 1):
         try:
-            api.create_repo(cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
-            if cfg.private:  # create_repo ignores `private` for a repo that already exists
-                api.update_repo_settings(cfg.repo_id, repo_type="dataset", private=True)
-            api.upload_folder(repo_id=cfg.repo_id, folder_path=str(folder), repo_type="dataset",
-                              commit_message=f"datagen publish --run {cfg.run}",
-                              delete_patterns=["data/*", "plots/*"])
-            return f"https://huggingface.co/datasets/{cfg.repo_id}"
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            if private:  # create_repo ignores `private` for a repo that already exists
+                api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
+            api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                              commit_message=commit_message, **extra)
+            return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
         except retryable as e:
             status = _status(e)
             if status in (401, 403):
-                raise UserError(f"the Hub refused the upload to {cfg.repo_id} (HTTP {status}): check that the token "
+                raise UserError(f"the Hub refused the upload to {repo_id} (HTTP {status}): check that the token "
                                 f"can write to that namespace; {keep}") from None
             if status is not None and status < 500 and status != 429:
-                raise UserError(f"the Hub rejected the upload to {cfg.repo_id} (HTTP {status}: {_first_line(e)}); {keep}") from None
-            if attempt == cfg.upload_attempts:
-                raise UserError(f"upload to {cfg.repo_id} failed after {attempt} tries ({type(e).__name__}: "
+                raise UserError(f"the Hub rejected the upload to {repo_id} (HTTP {status}: {_first_line(e)}); {keep}") from None
+            if attempt == attempts:
+                raise UserError(f"upload to {repo_id} failed after {attempt} tries ({type(e).__name__}: "
                                 f"{_first_line(e)}); {keep}; it resumes where it stopped") from None
             time.sleep(wait)
             wait *= 2

@@ -35,7 +35,7 @@ MBTI_TYPES: tuple[str, ...] = (
     "ESTJ", "ESFJ", "ENFJ", "ENTJ",
 )
 ROLES = ("user", "assistant")
-SOURCES = ("seed", "generated")
+SOURCES = ("seed", "generated", "eval")  # eval: a chat a model wrote in `python -m train eval`
 ID_HASH_CHARS = 12  # 48 bits: collision-free far beyond any dataset this tool makes
 
 _WS = re.compile(r"\s+")

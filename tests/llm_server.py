@@ -22,13 +22,17 @@ Faults: `rate_limited` (429 + Retry-After or retry-after-ms), `server_error` (5x
 
 Run it alone for a benchmark or a manual check:
     python tests/llm_server.py --latency 0.2 --per-reply 1
-prints `http://127.0.0.1:PORT/v1` and serves until killed.
+prints `http://127.0.0.1:PORT/v1` and serves until killed. With `--judge` it plays the persona judge
+(`judge_factory`: valid answers to datagen/judge.py's two requests; `--guess ENFP` fixes the guessed
+type, else it is picked from a hash of the judged turns) and answers any other request with one Korean
+chat reply, so `python -m train eval --judge-base-url URL` (and `--reference-base-url URL`) run offline.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import threading
@@ -338,6 +342,53 @@ def dialogue_factory(per_reply: int = 2, salt: str = "", distinct: bool = True,
     return answer
 
 
+# --- the persona judge and chat turns (python -m train eval) ---------------------------------
+
+JUDGE_TYPES = ("ISTJ", "ISFJ", "INFJ", "INTJ", "ISTP", "ISFP", "INFP", "INTP",
+               "ESTP", "ESFP", "ENFP", "ENTP", "ESTJ", "ESFJ", "ENFJ", "ENTJ")
+JUDGE_MARK = "평가자"  # datagen/prompts/judge_system.txt: the judge's system prompt says it is an evaluator
+
+
+def judge_kind(body: dict[str, Any]) -> str | None:
+    """`guess` or `persona` for datagen/judge.py's requests (the persona one shows a profile), else None."""
+    msgs = body.get("messages") or []
+    if len(msgs) < 2 or JUDGE_MARK not in (msgs[0].get("content") or ""):
+        return None
+    return "persona" if "[인물 소개]" in (msgs[1].get("content") or "") else "guess"
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16)
+
+
+def chat_reply(body: dict[str, Any], n: int) -> Reply:
+    """One assistant turn for a chat request: a 존댓말 line picked by the last user turn (deterministic)."""
+    last = next((m.get("content") or "" for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+    return Reply(content=ASSISTANT_LINES[_digest(last) % len(ASSISTANT_LINES)][0])
+
+
+def judge_factory(guess: str | None = None, persona: int = 4, naturalness: int = 4, engagement: int = 4,
+                  replies: Callable[[dict[str, Any], int], Reply] | None = None) -> Callable[[dict[str, Any], int], Reply]:
+    """A `default` that answers the judge's two requests with a valid form (the same answer to the same
+    request), and anything else with `replies` (default `chat_reply`).
+
+    `guess` None picks the guessed type from a hash of the judged turns (spread over the 16).
+    """
+    def answer(body: dict[str, Any], n: int) -> Reply:
+        kind = judge_kind(body)
+        if kind is None:
+            return (replies or chat_reply)(body, n)
+        if kind == "persona":
+            form: dict[str, Any] = {"reason": "소개와 대체로 맞음", "persona": persona}
+        else:
+            turns = (body["messages"][1].get("content") or "").split("[평가할 말]", 1)[-1]
+            form = {"reason": "말투로 추측함", "guess": guess or JUDGE_TYPES[_digest(turns) % 16],
+                    "naturalness": naturalness, "engagement": engagement}
+        return Reply(content=json.dumps(form, ensure_ascii=False))
+
+    return answer
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -514,9 +565,12 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     p.add_argument("--per-reply", type=int, default=1, help="dialogues per answer")
     p.add_argument("--salt", default="", help="changes the dialogues (two servers, two data sets)")
+    p.add_argument("--judge", action="store_true", help="play the persona judge; answer other requests with a chat turn")
+    p.add_argument("--guess", help="with --judge: always guess this type (default: from a hash of the judged turns)")
     args = p.parse_args()
-    server = LLMServer(default=dialogue_factory(args.per_reply, args.salt, distinct=False), latency=args.latency,
-                       record_bodies=False)
+    default = (judge_factory(guess=args.guess.upper() if args.guess else None) if args.judge
+               else dialogue_factory(args.per_reply, args.salt, distinct=False))
+    server = LLMServer(default=default, latency=args.latency, record_bodies=False)
     server.port = args.port
     server.start()
     print(server.base_url, flush=True)

@@ -1,9 +1,11 @@
-"""`python -m train {train,merge,chat,demo}`: parse arguments, build the config, call one library function.
+"""`python -m train {train,merge,chat,demo,eval,push}`: parse arguments, build the config, call one library function.
 
     python -m train train --config train/configs/bllossom-8b.yaml dataset=outputs/dataset/R lora_r=32
     python -m train merge --config train/configs/bllossom-8b.yaml
     python -m train chat  --config train/configs/bllossom-8b.yaml --mbti ENFP
     python -m train demo
+    python -m train eval  --config train/configs/bllossom-8b.yaml --judge-model gpt-4o-mini --limit 5
+    python -m train push  --config train/configs/bllossom-8b.yaml --repo-id you/bllossom-8b-mbti
 
 `key=value` pairs override the YAML file, typed against `train.config.TrainConfig`. Mistakes a
 user can fix are printed as one `error:` line each (exit 2), never a traceback.
@@ -40,7 +42,73 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(use="auto")
     d = sub.add_parser("demo", help="seeds -> tiny dataset -> a minute of CPU QLoRA on a tiny random model -> 2 replies")
     d.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for train/configs/tiny-cpu.yaml")
+    _eval_parser(sub, overrides_help)
+    u = sub.add_parser("push", help="upload the adapter, tokenizer, personas and model card to the Hugging Face Hub")
+    u.add_argument("--config", default=None, help=f"YAML config (default {DEFAULT_CONFIG})")
+    u.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    u.add_argument("--demo", action="store_true", help="push the checkpoint `make demo` trained (ignores --config)")
+    u.add_argument("--repo-id", required=True, help="USER/NAME of the model repo (created if missing)")
+    u.add_argument("--private", action="store_true", help="create the repo private (and make an existing one private)")
+    u.add_argument("--dataset-id", help="USER/NAME of the dataset on the Hub, for the card (default: the config's "
+                                        "dataset when it is a Hub id)")
+    u.add_argument("--license", help="license id for the card (default: the dataset card's, else other)")
     return p
+
+
+def _eval_parser(sub, overrides_help: str) -> None:
+    e = sub.add_parser("eval", help="persona fidelity of the fine-tuned model vs the base model: results, report, card")
+    e.add_argument("--config", default=None, help=f"YAML config of the checkpoint (default {DEFAULT_CONFIG})")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    e.add_argument("--demo", action="store_true",
+                   help="evaluate the checkpoint `make demo` trained, on its dataset, into outputs/eval/demo/ "
+                        "(ignores --config)")
+    e.add_argument("--prompts", metavar="FILE", help="a .jsonl of records (mbti, messages) to replay instead of the test split")
+    e.add_argument("--split", help="dataset split to replay (default: the config's eval_split, test)")
+    e.add_argument("--limit", type=int, dest="limit_per_type", metavar="N", help="at most N held-out chats per type")
+    e.add_argument("--conditions", metavar="LIST", help="comma-separated: fine_tuned,base,reference (default: fine_tuned,base, "
+                                        "+reference with --reference-model)")
+    e.add_argument("--name", help="output folder OUT/eval/NAME (default: the checkpoint's name)")
+    e.add_argument("--out", default="outputs", help="the outputs root, as for every stage: writes OUT/eval/NAME/")
+    g = e.add_argument_group("generation")
+    g.add_argument("--base-url", metavar="URL", help="generate fine_tuned and base on this OpenAI-compatible server (vLLM: "
+                                      "vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER) instead of in-process")
+    g.add_argument("--adapter-name", metavar="NAME", help="the adapter's model name on that server (default: the checkpoint's name)")
+    g.add_argument("--served-base", metavar="NAME", help="the base model's name on that server (default: the config's model)")
+    g.add_argument("--reference-model", metavar="MODEL", help="a reference model prompted with the same system prompts")
+    g.add_argument("--reference-base-url", metavar="URL", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--max-new-tokens", type=int, metavar="N", help="longest reply per turn (default: the config's max_new_tokens)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples with --seed")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when --temperature > 0")
+    g.add_argument("--seed", type=int, default=0, help="seed of sampled generation")
+    g.add_argument("--batch-size", type=int, default=8, help="in-process: chats generated together (left-padded)")
+    g.add_argument("--concurrency", type=int, default=16, help="server backends: requests in flight")
+    g.add_argument("--no-loss", dest="loss", action="store_false", help="skip loss and perplexity")
+    j = e.add_argument_group("judge")
+    j.add_argument("--judge-model", default="gpt-4o-mini", metavar="MODEL", help="any OpenAI-compatible model (default gpt-4o-mini)")
+    j.add_argument("--judge-base-url", metavar="URL", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
+    j.add_argument("--judge-max-cost", type=float, metavar="USD", help="USD cap on the judge's spend (this folder's earlier runs count)")
+    j.add_argument("--judge-price-in", type=float, metavar="USD", help="USD per 1M prompt tokens, for a judge without a known price")
+    j.add_argument("--judge-price-out", type=float, metavar="USD", help="USD per 1M completion tokens (with --judge-price-in)")
+    j.add_argument("--judge-concurrency", type=int, default=16, help="judge requests in flight")
+    j.add_argument("--no-judge", dest="judge", action="store_false", help="every other metric; the judge's are null")
+
+
+EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out", "base_url", "adapter_name", "served_base",
+               "reference_model", "reference_base_url", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
+               "concurrency", "loss", "judge_model", "judge_base_url", "judge_max_cost", "judge_price_in",
+               "judge_price_out", "judge_concurrency", "judge")
+
+
+def _checkpoint_config(args: argparse.Namespace):
+    """The training config of the checkpoint: --demo's, else --config (default bllossom-8b) + overrides."""
+    from train.config import load_config
+
+    if args.demo:
+        from train.demo import DEMO_CONFIG, DEMO_DIR, demo_config
+
+        return demo_config(args.overrides), f"train/configs/{DEMO_CONFIG.name} output_dir={DEMO_DIR / 'checkpoints'}"
+    path = args.config or DEFAULT_CONFIG
+    return load_config(path, args.overrides), " ".join([path, *args.overrides])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -50,6 +118,20 @@ def run(args: argparse.Namespace) -> None:
         from train.demo import run_demo
 
         run_demo(args.overrides)
+        return
+    if args.command == "eval":
+        from train.evaluate import EvalConfig, evaluate
+        from train.evaluate.config import parse_conditions
+
+        ecfg = EvalConfig(conditions=parse_conditions(args.conditions), **{k: getattr(args, k) for k in EVAL_FIELDS})
+        cfg, ref = _checkpoint_config(args)  # both configs are checked before anything is loaded
+        evaluate(cfg, ecfg, demo=args.demo, config_ref=ref)
+        return
+    if args.command == "push":
+        from train.push import push
+
+        cfg, ref = _checkpoint_config(args)
+        push(cfg, args.repo_id, private=args.private, dataset_id=args.dataset_id, license=args.license, config_path=ref)
         return
     cfg = load_config(args.config, args.overrides)
     if args.command == "train":
