@@ -7,6 +7,8 @@
     python -m train eval  --config train/configs/bllossom-8b.yaml --judge-model gpt-4o-mini --limit 5
     python -m train push  --config train/configs/bllossom-8b.yaml --repo-id you/bllossom-8b-mbti
 
+`--out OUT` is the outputs root, as for every datagen command (checkpoints in OUT/checkpoints), and
+`--run R` trains on the dataset `datagen publish --run R --out OUT` wrote (OUT/dataset/R).
 `key=value` pairs override the YAML file, typed against `train.config.TrainConfig`. Mistakes a
 user can fix are printed as one `error:` line each (exit 2), never a traceback.
 """
@@ -17,6 +19,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from datagen.errors import UserError
 
@@ -34,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     for s in (t, m, c):
         s.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
         s.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+        _out_and_run(s)
     c.add_argument("--mbti", required=True, help="one of the 16 types, e.g. ENFP")
     which = c.add_mutually_exclusive_group()
     which.add_argument("--adapter", dest="use", action="store_const", const="adapter",
@@ -52,7 +56,29 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--dataset-id", help="USER/NAME of the dataset on the Hub, for the card (default: the config's "
                                         "dataset when it is a Hub id)")
     u.add_argument("--license", help="license id for the card (default: the dataset card's, else other)")
+    _out_and_run(u)
     return p
+
+
+def _out_and_run(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--out", default=None, help="the outputs root, as for every stage: checkpoints in OUT/checkpoints "
+                   "(sets output_dir), datasets in OUT/dataset")
+    s.add_argument("--run", default=None, help="train on the dataset `datagen publish --run RUN` wrote: "
+                   "OUT/dataset/RUN (sets dataset)")
+
+
+def out_overrides(args: argparse.Namespace) -> list[str]:
+    """`--out`/`--run` as config overrides, placed before the user's own key=value ones (which win).
+
+    >>> out_overrides(argparse.Namespace(out="runs", run="r1", overrides=[]))
+    ['output_dir=runs/checkpoints', 'dataset=runs/dataset/r1']
+    """
+    out = []
+    if getattr(args, "out", None) is not None:
+        out.append(f"output_dir={Path(args.out) / 'checkpoints'}")
+    if getattr(args, "run", None) is not None:
+        out.append(f"dataset={Path(args.out or 'outputs') / 'dataset' / args.run}")
+    return out
 
 
 def _eval_parser(sub, overrides_help: str) -> None:
@@ -68,7 +94,9 @@ def _eval_parser(sub, overrides_help: str) -> None:
     e.add_argument("--conditions", metavar="LIST", help="comma-separated: fine_tuned,base,reference (default: fine_tuned,base, "
                                         "+reference with --reference-model)")
     e.add_argument("--name", help="output folder OUT/eval/NAME (default: the checkpoint's name)")
-    e.add_argument("--out", default="outputs", help="the outputs root, as for every stage: writes OUT/eval/NAME/")
+    e.add_argument("--out", default=None, help="the outputs root, as for every stage: writes OUT/eval/NAME/ (default "
+                   "outputs); the checkpoint is read from OUT/checkpoints when given")
+    e.add_argument("--run", default=None, help="replay the test split of OUT/dataset/RUN (sets dataset)")
     g = e.add_argument_group("generation")
     g.add_argument("--base-url", metavar="URL", help="generate fine_tuned and base on this OpenAI-compatible server (vLLM: "
                                       "vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER) instead of in-process")
@@ -108,7 +136,8 @@ def _checkpoint_config(args: argparse.Namespace):
 
         return demo_config(args.overrides), f"train/configs/{DEMO_CONFIG.name} output_dir={DEMO_DIR / 'checkpoints'}"
     path = args.config or DEFAULT_CONFIG
-    return load_config(path, args.overrides), " ".join([path, *args.overrides])
+    overrides = out_overrides(args) + list(args.overrides)
+    return load_config(path, overrides), " ".join([path, *overrides])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -123,7 +152,9 @@ def run(args: argparse.Namespace) -> None:
         from train.evaluate import EvalConfig, evaluate
         from train.evaluate.config import parse_conditions
 
-        ecfg = EvalConfig(conditions=parse_conditions(args.conditions), **{k: getattr(args, k) for k in EVAL_FIELDS})
+        fields = {k: getattr(args, k) for k in EVAL_FIELDS}
+        fields["out"] = args.out or "outputs"
+        ecfg = EvalConfig(conditions=parse_conditions(args.conditions), **fields)
         cfg, ref = _checkpoint_config(args)  # both configs are checked before anything is loaded
         evaluate(cfg, ecfg, demo=args.demo, config_ref=ref)
         return
@@ -133,7 +164,7 @@ def run(args: argparse.Namespace) -> None:
         cfg, ref = _checkpoint_config(args)
         push(cfg, args.repo_id, private=args.private, dataset_id=args.dataset_id, license=args.license, config_path=ref)
         return
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, out_overrides(args) + list(args.overrides))
     if args.command == "train":
         from train.finetune import finetune
 
