@@ -294,6 +294,17 @@ def test_build_datasets_reports_kept_dropped_and_packing(tmp_path, llama3):
 
 # -- the fast path, control text, the cache ------------------------------------------------------
 
+def test_batched_labels_equal_the_one_chat_labels(chat_tok):
+    """encode_batch labels from the Rust encodings' char-to-token map; encode_chat from per-token offsets."""
+    _, tok, tokens = chat_tok
+    chats = SAMPLE_CHATS + seed_chats(200)
+    ds, _ = encode_chats(tok, chats, tokens.eot_id, 10**6)
+    alone = [encode_chat(tok, c, tokens.eot_id, 10**6) for c in chats]
+    assert ds["input_ids"] == [e.input_ids for e in alone] and ds["labels"] == [e.labels for e in alone]
+    cut, _ = encode_chats(tok, chats[:20], tokens.eot_id, 300)  # truncation at a turn end, both ways
+    assert cut["labels"] == [e.labels for c in chats[:20] if not isinstance(e := encode_chat(tok, c, tokens.eot_id, 300), str)]
+
+
 def test_one_rendering_gives_the_reference_spans_on_every_seed_chat(chat_tok):
     """fast_spans (one rendering) must equal assistant_spans (two renderings per turn) wherever it is used."""
     from train.data import assistant_spans, fast_spans, render, template_info

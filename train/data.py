@@ -21,7 +21,6 @@ This works for any template that renders earlier turns the same whether or not l
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import json
 import os
@@ -33,6 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from datagen.errors import UserError
 from train.config import TrainConfig
@@ -336,32 +337,30 @@ def plan_chat(tokenizer, messages: list[dict[str, str]], info: TemplateInfo, fas
 
 def label_chat(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]], eot_id: int,
                max_seq_len: int) -> Encoded | str:
-    """Labels for tokenised chat text: the tokens overlapping each span; cut at a turn end to fit."""
-    labels = [IGNORE] * len(ids)
+    """Labels for tokenised chat text: the tokens overlapping each span; cut at a turn end to fit.
+
+    Vectorised (numpy's searchsorted over the offsets: ~10x faster than a Python loop per token, measured
+    in bench/preprocess.py); byte-level pieces of one character share its offsets, so every piece is kept.
+    """
+    ids_a = np.asarray(ids, dtype=np.int64)
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    labels = np.full(len(ids_a), IGNORE, dtype=np.int64)
     turn_ends: list[int] = []
-    starts = [a for a, _ in offsets]
     for s, e in spans:
-        # Tokens overlapping [s, e): one pass from the first token that could overlap (offsets are sorted).
-        k = max(bisect.bisect_right(starts, s) - 1, 0)
-        while k > 0 and offsets[k - 1][1] > s:  # byte-level pieces of one character share its offsets
-            k -= 1
-        last = -1
-        while k < len(ids) and offsets[k][0] < e:
-            a, b = offsets[k]
-            if b > s and b > a:
-                labels[k] = ids[k]
-                last = k
-            k += 1
-        if last < 0 or ids[last] != eot_id:
+        lo = int(np.searchsorted(off[:, 1], s, side="right"))  # first token ending after s
+        hi = int(np.searchsorted(off[:, 0], e, side="left"))   # tokens starting before e
+        idx = lo + np.flatnonzero(off[lo:hi, 1] > off[lo:hi, 0])  # not zero-width
+        if not len(idx) or ids_a[idx[-1]] != eot_id:
             return "eot_missing"
-        turn_ends.append(last + 1)
-    if len(ids) <= max_seq_len:
-        return Encoded(ids, labels)
+        labels[idx] = ids_a[idx]
+        turn_ends.append(int(idx[-1]) + 1)
+    if len(ids_a) <= max_seq_len:
+        return Encoded(list(ids), labels.tolist())
     fitting = [end for end in turn_ends if end <= max_seq_len]
     if not fitting:
         return "too_long"
     cut = fitting[-1]
-    return Encoded(ids[:cut], labels[:cut], truncated=True)
+    return Encoded(list(ids[:cut]), labels[:cut].tolist(), truncated=True)
 
 
 def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_len: int,
@@ -412,6 +411,45 @@ class EncodeStats:
         return cls(**{**d, "dropped": Counter(d["dropped"])})
 
 
+def label_encoding(enc, spans: list[tuple[int, int]], eot_id: int, max_seq_len: int) -> Encoded | str:
+    """`label_chat` for a Rust `tokenizers.Encoding`: each span's first and last token come from the
+    encoding's own character-to-token map (two lookups per turn), so no per-token offsets are copied into
+    Python (that copy was ~40% of the remaining encoding time, bench/preprocess.py). Tokens are contiguous,
+    so a span's labels are the slice between them; tests check the labels equal `label_chat`'s."""
+    ids = enc.ids
+    labels = [IGNORE] * len(ids)
+    turn_ends: list[int] = []
+    for s, e in spans:
+        first, last = enc.char_to_token(s), enc.char_to_token(e - 1)
+        if first is None or last is None or ids[last] != eot_id:
+            return "eot_missing"
+        labels[first:last + 1] = ids[first:last + 1]
+        turn_ends.append(last + 1)
+    if len(ids) <= max_seq_len:
+        return Encoded(ids, labels)
+    fitting = [end for end in turn_ends if end <= max_seq_len]
+    if not fitting:
+        return "too_long"
+    cut = fitting[-1]
+    return Encoded(ids[:cut], labels[:cut], truncated=True)
+
+
+def _encode_many(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], eot_id: int,
+                 max_seq_len: int) -> list[Encoded | str]:
+    """Ids and labels of many rendered chats from one tokenizer call. Straight to the Rust tokenizer when it
+    is a plain one (no truncation or padding set on it: the same ids as `tokenizer(texts)`), labelled from
+    its encodings; else through the tokenizer's own call and the offsets."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        return [label_encoding(e, sp, eot_id, max_seq_len)
+                for e, sp in zip(backend.encode_batch(texts, add_special_tokens=False), spans)]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [label_chat(i, o, sp, eot_id, max_seq_len)
+            for i, o, sp in zip(enc["input_ids"], enc["offset_mapping"], spans)]
+
+
 def encode_batch(batch: dict[str, list], tokenizer, eot_id: int, max_seq_len: int) -> dict[str, list]:
     """`datasets.map` function: every chat of a batch → ids, labels and why it is dropped ("" if kept).
 
@@ -424,13 +462,13 @@ def encode_batch(batch: dict[str, list], tokenizer, eot_id: int, max_seq_len: in
     for messages in batch["messages"]:
         p = plan_chat(tokenizer, messages, info)
         planned.append("control_text" if isinstance(p, Planned) and p.literal else p)
-    texts = [p.text for p in planned if isinstance(p, Planned)]
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
+    ok = [p for p in planned if isinstance(p, Planned)]
+    encoded = _encode_many(tokenizer, [p.text for p in ok], [p.spans for p in ok], eot_id, max_seq_len)
     out: dict[str, list] = {"input_ids": [], "labels": [], "drop": [], "truncated": []}
     k = 0
     for p in planned:
         if isinstance(p, Planned):
-            done = label_chat(enc["input_ids"][k], enc["offset_mapping"][k], p.spans, eot_id, max_seq_len)
+            done = encoded[k]
             k += 1
         else:
             done = p
