@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import huggingface_hub
 import pytest
 
 from datagen.errors import UserError
+from tests.test_publish import hub  # noqa: F401  (the same Hub stand-in as publish's tests)
 from train.config import TrainConfig
 from train.push import IGNORED, push
-
-
-class FakeHub:
-    """Stands in for `huggingface_hub.HfApi`: records every call."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def api(self, token=None):
-        self.token = token
-        hub = self
-
-        class Api:
-            def __getattr__(self, name):
-                return lambda *a, **kw: hub.calls.append((name, a, kw))
-
-        return Api()
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    fake = FakeHub()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(huggingface_hub, "HfApi", fake.api)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake_token")
-    return fake
 
 
 @pytest.fixture
@@ -48,7 +22,7 @@ def cfg(tmp_path):
 @pytest.mark.parametrize("private", [False, True])
 def test_push_uploads_the_checkpoint_folder_as_a_model_repo(cfg, hub, private):
     url = push(cfg, "me/ck-lora", private=private, log=lambda _: None)
-    assert url == "https://huggingface.co/me/ck-lora" and hub.token == "hf_fake_token"
+    assert url == "https://huggingface.co/me/ck-lora" and hub.tokens == ["hf_fake_token"]
     assert [c[0] for c in hub.calls] == (["create_repo", "update_repo_settings", "upload_folder"] if private
                                          else ["create_repo", "upload_folder"])
     assert hub.calls[0] == ("create_repo", ("me/ck-lora",), {"repo_type": "model", "private": private, "exist_ok": True})

@@ -16,12 +16,10 @@ user can fix are printed as one `error:` line each (exit 2), never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from pathlib import Path
 
-from datagen.errors import UserError
+from train.cli import guarded
 
 DEFAULT_CONFIG = "train/configs/bllossom-8b.yaml"
 
@@ -181,21 +179,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # bitsandbytes logs a warning at import on AVX512-BF16 CPUs about an optional kernels package.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    # peft 0.21 still calls this transformers 5 deprecated alias on every wrap; nothing for a user to do.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    try:
-        run(args)
-    except UserError as e:
-        problems = getattr(e, "problems", None) or str(e).splitlines() or [type(e).__name__]
-        for line in problems:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return guarded(lambda: run(args))
 
 
 if __name__ == "__main__":
