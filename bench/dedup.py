@@ -257,7 +257,7 @@ def time_index(samples: list[Sample], cfg: CurateConfig) -> float:
     return time.perf_counter() - t0
 
 
-def run_curate(samples: list[Sample]) -> tuple[float, str]:
+def run_curate(samples: list[Sample], sets: list[str] = ()) -> tuple[float, str]:
     """Wall time of `datagen curate` in a fresh process (as a user runs it: imports, read, schema,
     rules, dedup, write; no judge) on a run folder written from the samples, and its summary."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +267,8 @@ def run_curate(samples: list[Sample]) -> tuple[float, str]:
             by_type.setdefault(s.dialogue.mbti, []).append(s.dialogue)
         for t, ds in by_type.items():
             write_jsonl(gen / f"{t}.jsonl", ds)
-        cmd = [sys.executable, "-m", "datagen.cli", "curate", "--run", "bench", "--out", tmp]
+        cmd = [sys.executable, "-m", "datagen.cli", "curate", "--run", "bench", "--out", tmp,
+               *[x for kv in sets for x in ("--set", kv)]]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -370,6 +371,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rouge", action="store_true", help="skip the pairwise ROUGE-L baselines (minutes)")
     ap.add_argument("--no-datasketch-index", action="store_true", help="skip timing datasketch's MinHashLSH index")
+    ap.add_argument("--curate-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="pass --set KEY=VALUE to the timed `datagen curate` (e.g. naturalness=false)")
     ap.add_argument("--agree", type=int, metavar="N",
                     help="only check that generate's online index and curate agree on every pair at N dialogues")
     args = ap.parse_args()
@@ -398,7 +401,7 @@ def main() -> None:
         idx_dict = time_index(samples, cfg)
         idx_ds = None if args.no_datasketch_index else time_index(samples, replace(cfg, lsh_index="datasketch"))
         load = os.getloadavg()[0]
-        whole, summary = run_curate(samples)
+        whole, summary = run_curate(samples, args.curate_set)
         rows.append((n, planted, sc, idx_dict, idx_ds, whole, summary, load))
         kind_rows.append((n, sc.per_kind))
         if n == args.sizes[0]:

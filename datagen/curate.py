@@ -85,6 +85,8 @@ class CurateConfig:
     """Lines per worker task (MinHash is vectorised over a chunk)."""
     max_listed_bad_lines: int = 50
     """Bad input lines listed by `file:line: rule: detail` in report.json (all are counted)."""
+    naturalness: bool = True
+    """Count the soft naturalness patterns of each record (datagen/naturalness.py; ~75 µs a record on one core)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -234,7 +236,8 @@ def inspect_lines(lines: list[_Line], cfg: CurateConfig) -> list[Item]:
             it.reject(v.rule, v.detail)
         else:
             passing.append(it)
-            it.unnatural = tuple(h.pattern for h in unnatural(it.record))
+            if cfg.naturalness:
+                it.unnatural = tuple(h.pattern for h in unnatural(it.record))
     add_dedup_keys(passing, cfg)
     return items
 
@@ -530,7 +533,7 @@ def build_report(run: str, items: list[Item], cfg: CurateConfig, judge_stats: di
                **{f"not_reference_{r}": n for r, n in _ordered(Counter(it.reason for it in seeds if it.reason))}},
         bad_lines=[f"{it.where()}: {it.reason}: {it.detail}" for it in bad[:cfg.max_listed_bad_lines]],
         judge=judge_stats, config=_jsonable(asdict(cfg)),
-        naturalness=summarise((it.mbti, it.unnatural) for it in gen if it.kept),
+        naturalness=summarise((it.mbti, it.unnatural) for it in gen if it.kept) if cfg.naturalness else {},
         files={"curated": CURATED_FILE, "rejected": REJECTED_FILE, "report": REPORT_FILE},
     )
 
