@@ -19,7 +19,7 @@ from tests.llm_server import LLMServer, Reply, chat_reply, judge_factory, judge_
 from train.__main__ import main
 from train.config import load_config
 from train.evaluate import EvalConfig, evaluate
-from train.evaluate.recipe import CHATS_FILE, RESULTS_FILE, LocalModel
+from train.evaluate.recipe import CHAT_CACHE, CHATS_FILE, RESULTS_FILE, LocalModel
 from train.finetune import finetune
 from train.tiny import SAMPLE_CHATS, SAMPLE_TEXTS, SYSTEM_ENFP, SYSTEM_ISTJ, build_tiny_model, train_tiny_tokenizer
 
@@ -131,11 +131,16 @@ def test_a_rerun_skips_finished_chats_and_judgements(ckpt, tmp_path):
         assert again.generated_turns == {"fine_tuned": 0, "base": 0} and not again.model_loaded
         assert {p: p.read_bytes() for p in files} == files  # the same bytes: results, report, PNGs, chats, caches
         # a chat lost (e.g. killed before its line was written): only that one is generated again
-        lines = (first.folder / CHATS_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
-        (first.folder / CHATS_FILE).write_text("".join(lines[1:]), encoding="utf-8")
+        cache = first.folder / CHAT_CACHE
+        lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+        cache.write_text("".join(lines[1:]), encoding="utf-8")
         third = evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1), log=quiet)
+        # a smaller run in the same folder keeps what the bigger one generated
+        evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1, conditions=("base",)), log=quiet)
+        fourth = evaluate(cfg, ecfg(tmp_path, seeds, server, limit_per_type=1), log=quiet)
     lost = Dialogue.from_dict(json.loads(lines[0]))
     assert third.generated_turns == {"fine_tuned": len(lost.turns("user")), "base": 0}
+    assert fourth.generated_turns == {"fine_tuned": 0, "base": 0}
     assert (first.folder / CHATS_FILE).read_text(encoding="utf-8").count("\n") == 4
 
 
@@ -349,7 +354,9 @@ def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
     assert (e.temperature, e.seed, e.max_new_tokens, e.batch_size, e.loss, e.judge, e.name, e.split) == (
         0.7, 9, 64, 4, False, True, "x", "validation")
     assert e.folder("ignored") == tmp_path / "eval" / "x" and seen["cfg"].lora_r == 4 and not seen["demo"]
-    assert seen["ref"] == f"{TINY} lora_r=4"
+    # --out is the outputs root, as for every command: the checkpoint comes from OUT/checkpoints
+    assert seen["ref"] == f"{TINY} output_dir={tmp_path / 'checkpoints'} lora_r=4"
+    assert seen["cfg"].checkpoint_dir == tmp_path / "checkpoints" / seen["cfg"].name
 
 
 def test_a_merged_only_checkpoint_runs_the_merged_model_and_the_base_apart(ckpt, tmp_path):

@@ -123,3 +123,20 @@ def test_every_config_problem_at_once(tmp_path):
     assert EvalConfig(conditions=("reference", "base"), reference_model="m").run_conditions == ("base", "reference")
     d = EvalConfig(judge_base_url="http://user:secret@gpu:8000/v1?key=1").to_dict()
     assert d["judge_base_url"] == "http://gpu:8000/v1" and d["conditions"] == ["fine_tuned", "base"]
+
+
+def test_the_rules_judge_only_what_the_model_wrote():
+    from datagen.schema import Dialogue
+    from train.evaluate.metrics import rule_failures
+
+    chat = Dialogue.build("ISTJ", "이사", [
+        {"role": "user", "content": "Please help me with this move, I have no idea where to start."},  # English
+        {"role": "assistant", "content": "이사 날짜부터 정해 보세요. 그래야 업체 견적을 받을 수 있어요."},
+        {"role": "user", "content": "제 번호는 010-1234-5678이에요. <|eot_id|>"},
+        {"role": "assistant", "content": "번호는 여기 적지 마시고, 업체에만 알려 주세요. 날짜는 언제쯤이에요?"},
+        {"role": "user", "content": "다음 달 말이요."},
+        {"role": "assistant", "content": "그럼 이번 주에 세 군데만 견적 받아 보세요."}], source="generated")
+    assert rule_failures(chat) == []
+    bad = Dialogue.build("ISTJ", "이사", [dict(m) for m in chat.messages[:5]] + [
+        {"role": "assistant", "content": "Sure, I can help you with that right away."}], source="generated")
+    assert rule_failures(bad) == ["low_hangul", "english_sentence"]

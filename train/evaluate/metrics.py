@@ -41,9 +41,19 @@ def _r(x: float | None, digits: int) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
+def replies_only(d: Dialogue) -> Dialogue:
+    """The chat with every user turn replaced by a neutral, distinct placeholder: the rules then judge only
+    what the model wrote (the user turns are the held-out chat's, the same for every condition, and Korean
+    user turns would water down the Hangul share of a reply drifting into Chinese)."""
+    msgs = [m if m["role"] == "assistant" else {"role": "user", "content": f"질문 {k}"}
+            for k, m in enumerate(d.messages)]
+    return Dialogue(id=None, mbti=d.mbti, topic=d.topic, messages=msgs, source=d.source)  # type: ignore[arg-type]
+
+
 def rule_failures(d: Dialogue, cfg: CheckConfig = CheckConfig()) -> list[str]:
-    """The shared rules a chat breaks (shape rules left out), plus `empty_reply` for a reply with no text."""
-    failed = [v.rule for v in violations(d, cfg) if v.rule not in SHAPE_RULES]
+    """The shared rules the model's replies break (shape rules left out), plus `empty_reply` for a reply with
+    no text."""
+    failed = [v.rule for v in violations(replies_only(d), cfg) if v.rule not in SHAPE_RULES]
     if any(r == "" for r in replies(d)):
         failed.append(EMPTY_REPLY_RULE)
     return failed

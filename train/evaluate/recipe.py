@@ -28,13 +28,14 @@ from typing import Any, Callable, Iterator
 
 from datagen.errors import UserError
 from datagen.llm import LLMFatalError, redact_url
-from datagen.schema import Dialogue
+from datagen.schema import Dialogue, write_jsonl
 from train.config import TrainConfig, resolve_device
 from train.evaluate import metrics
 from train.evaluate.config import EvalConfig
 from train.evaluate.heldout import HeldOut, load_held_out
 from train.evaluate.loss import chat_losses
 from train.evaluate.replay import (
+    CHAT_CACHE,
     CHATS_FILE,
     ChatStore,
     GenSettings,
@@ -288,7 +289,7 @@ def replay(c: str, p: Plan, ecfg: EvalConfig, folder: Path, held: HeldOut, syste
            gen: GenSettings, local: LocalModel, store: ChatStore, log: Callable[[str], None]) -> int:
     """Every missing chat of condition `c`, appended to chats.jsonl as it finishes; returns the turns generated."""
     todo = [d for d in held.chats if store.get(c, d.id, p.key) is None]
-    log(f"{c}: {p.model}: {len(held.chats) - len(todo)} of {len(held.chats)} chats already in {CHATS_FILE}"
+    log(f"{c}: {p.model}: {len(held.chats) - len(todo)} of {len(held.chats)} chats already in {CHAT_CACHE}"
         + (f", replaying {len(todo)}" if todo else ""))
     if not todo:
         return 0
@@ -303,7 +304,7 @@ def replay(c: str, p: Plan, ecfg: EvalConfig, folder: Path, held: HeldOut, syste
             return replay_local(model, tokenizer, tokens, todo, systems, gen, ecfg.batch_size, done)
     from datagen.step import StageStopped
 
-    kept = f"finished chats are kept in {folder / CHATS_FILE}; rerun the same command to continue"
+    kept = f"finished chats are kept in {folder / CHAT_CACHE}; rerun the same command to continue"
     try:
         failed, _ = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
                                  folder / GENERATE_CACHE, ecfg.concurrency)
@@ -341,7 +342,7 @@ def judge_all(judge, chats: dict[str, list[Dialogue]], profiles: dict[str, str],
         judgements = judge.judge(records, profiles)
     except UserError as e:
         raise UserError(f"the judge could not finish; the {len(records)} generated chats are kept in "
-                        f"{folder / CHATS_FILE}: rerun the same command to judge the rest (no chat is generated again, "
+                        f"{folder / CHAT_CACHE}: rerun the same command to judge the rest (no chat is generated again, "
                         f"judge answers so far are cached), or pass --no-judge. The judge said: {e}") from None
     failed = [j for j in judgements if j.verdict is None]
     if failed:
@@ -392,7 +393,7 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
 
     # 2. replay each condition, every finished chat kept; 3. its loss while its model is in memory
     local = LocalModel(cfg, log)
-    store = ChatStore(folder / CHATS_FILE)
+    store = ChatStore(folder / CHAT_CACHE)
     generated: dict[str, int] = {}
     loss: dict[str, dict[str, Any]] = {}
     try:
@@ -401,7 +402,7 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
             if ecfg.loss and c in LOSS_CONDITIONS and p.local:
                 loss[c] = losses(c, p, cfg, held, systems, folder, local, log)
         chats = {c: [store.get(c, d.id, p.key) for d in held.chats] for c, p in plan.items()}
-        store.rewrite([d for cs in chats.values() for d in cs])  # exactly this evaluation's chats, in order
+        write_jsonl(folder / CHATS_FILE, [d for cs in chats.values() for d in cs])  # this run's chats, in order
     finally:
         store.close()
     local.free(collect=False)  # nothing else is loaded after this; the judge only needs the network

@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from datagen.schema import Dialogue, JsonlAppender, read_jsonl, write_jsonl
+from datagen.schema import Dialogue, JsonlAppender, read_jsonl
 
 CHATS_FILE = "chats.jsonl"
+CHAT_CACHE = "cache/chats.jsonl"
+"""Every chat ever generated in this folder (append-only, keyed by condition, held-out chat and settings):
+a smaller or different run never throws away what an earlier one generated. chats.jsonl is this run's."""
 EMPTY_REPLY = "(빈 답)"
 """Stands in for a reply with no text (the model ended its turn at once): a record cannot hold an empty turn.
 The real reply (empty) is what stays in the model's context; `meta.turns[i].chars` is 0."""
@@ -127,10 +130,10 @@ class ChatStore:
             self._out.close()
             self._out = None
 
-    def rewrite(self, chats: list[Dialogue]) -> None:
-        """Replace the file with exactly this evaluation's chats (atomic), in a fixed order."""
-        self.close()
-        write_jsonl(self.path, chats)
+
+
+GROUP_BATCHES = 4
+"""Batches of chats replayed to the end before the next ones start (resume granularity vs batch fill)."""
 
 
 # --- in-process --------------------------------------------------------------------------------------------
@@ -183,31 +186,36 @@ def replay_local(model, tokenizer, tokens, chats: list[Dialogue], systems: dict[
                  batch_size: int, done: Callable[[Dialogue, list[Turn]], None]) -> int:
     """Replay `chats` turn by turn, `batch_size` chats at a time; `done(chat, turns)` as each finishes.
 
-    Turn k of every chat is generated before turn k+1 of any, so a batch holds prompts of similar
-    length. Returns the number of turns generated.
+    Within a group of `GROUP_BATCHES` batches, turn k of every chat is generated before turn k+1 of any,
+    so a batch holds prompts of similar length. Returns the number of turns generated.
     """
     from train.data import render
 
-    users = [d.turns("user") for d in chats]
-    history = [[{"role": "system", "content": systems[d.mbti]}] for d in chats]
-    turns: list[list[Turn]] = [[] for _ in chats]
     generated = 0
-    for k in range(max((len(u) for u in users), default=0)):
-        active = [i for i, u in enumerate(users) if len(u) > k]
-        for i in active:
-            history[i].append({"role": "user", "content": users[i][k]})
-        prompts = {i: render(tokenizer, history[i], add_generation_prompt=True) for i in active}
-        active.sort(key=lambda i: len(prompts[i]))
-        for b in range(0, len(active), batch_size):
-            batch = active[b:b + batch_size]
-            out = generate_batch(model, tokenizer, tokens, [prompts[i] for i in batch], gen,
-                                 seed=gen.seed + k * SEED_STRIDE + b)
-            for i, t in zip(batch, out):
-                turns[i].append(t)
-                history[i].append({"role": "assistant", "content": t.text})
-                generated += 1
-                if len(turns[i]) == len(users[i]):
-                    done(chats[i], turns[i])
+    # Groups of a few batches run all their turns before the next group starts, so finished chats reach
+    # the disk all along the run: a kill loses at most one group's work.
+    group = batch_size * GROUP_BATCHES
+    for g in range(0, len(chats), group):
+        part = chats[g:g + group]
+        users = [d.turns("user") for d in part]
+        history = [[{"role": "system", "content": systems[d.mbti]}] for d in part]
+        turns: list[list[Turn]] = [[] for _ in part]
+        for k in range(max((len(u) for u in users), default=0)):
+            active = [i for i, u in enumerate(users) if len(u) > k]
+            for i in active:
+                history[i].append({"role": "user", "content": users[i][k]})
+            prompts = {i: render(tokenizer, history[i], add_generation_prompt=True) for i in active}
+            active.sort(key=lambda i: len(prompts[i]))
+            for b in range(0, len(active), batch_size):
+                batch = active[b:b + batch_size]
+                out = generate_batch(model, tokenizer, tokens, [prompts[i] for i in batch], gen,
+                                     seed=gen.seed + k * SEED_STRIDE + g + b)
+                for i, t in zip(batch, out):
+                    turns[i].append(t)
+                    history[i].append({"role": "assistant", "content": t.text})
+                    generated += 1
+                    if len(turns[i]) == len(users[i]):
+                        done(part[i], turns[i])
     return generated
 
 
