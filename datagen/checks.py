@@ -230,10 +230,21 @@ def check_repetition(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     return None
 
 
+def control_text(text: str) -> str | None:
+    """The first chat-template control string written in `text` (`<|eot_id|>`, `[INST]`, `</s>`, ...), or None.
+
+    >>> control_text("네 알겠어요<|eot_id|>"), control_text("<3 [중요]")
+    ('<|eot_id|>', None)
+    """
+    if _CONTROL_CHARS.search(text) and (hit := _CONTROL.search(text)):
+        return hit.group(0)
+    return None
+
+
 def check_control_token(d: Dialogue, cfg: CheckConfig) -> Violation | None:
     for i, m in enumerate(d.messages):
-        if _CONTROL_CHARS.search(m["content"]) and (hit := _CONTROL.search(m["content"])):
-            return Violation("control_token", f"message {i} has chat-template control text {hit.group(0)!r}")
+        if (hit := control_text(m["content"])) is not None:
+            return Violation("control_token", f"message {i} has chat-template control text {hit!r}")
     return None
 
 

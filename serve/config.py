@@ -48,8 +48,9 @@ class ServeConfig:
             problems.append(f"--port {self.port}: use a TCP port between 1 and 65535 (0 picks a free one)")
         if self.use not in USES:
             problems.append(f"use={self.use!r}: pick one of {', '.join(USES)}")
-        if self.max_queue < 0:
-            problems.append(f"--max-queue {self.max_queue}: must be 0 or more")
+        if self.max_queue < 1:
+            problems.append(f"--max-queue {self.max_queue}: must be 1 or more (requests waiting beside the one "
+                            "generating)")
         if self.max_context is not None and self.max_context < 16:
             problems.append(f"--max-context {self.max_context}: too small to hold one chat turn")
         if self.upstream is not None and not self.upstream.startswith(("http://", "https://")):

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from datagen.checks import control_text
 from train.personas import PersonaPrompt
 
 OWNED_BY = "mbti-persona-chat"
@@ -209,6 +210,9 @@ def conversation(raw: list[Any]) -> tuple[list[str], list[dict[str, str]]]:
         text = _text(m.get("content"), f"{where}.content")
         if not text.strip():
             raise bad_request(f"{where}.content is empty", param=f"{where}.content")
+        if (hit := control_text(text)) is not None:  # for every backend: vLLM would read it as a control token
+            raise bad_request(f"{where}.content contains the chat-template control text {hit!r}, which the model "
+                              "would read as a turn boundary; remove it", param=f"{where}.content")
         if role in ("system", "developer"):
             if turns:
                 raise bad_request(f"{where}: a {role} message may only come before the conversation starts",
