@@ -241,6 +241,8 @@ class Budget:
     spent_now: float = 0.0
     reserved: float = 0.0
     in_flight: int = 0
+    flag: str = "--max-cost"
+    """The option that sets the cap, as the stop message names it."""
     _ratio: dict[str, float] = field(default_factory=dict)
     _cond: asyncio.Condition | None = None
 
@@ -277,7 +279,7 @@ class Budget:
             self._ratio[kind] = max(self._ratio.get(kind, 1.0), usage.prompt_tokens / counted)
 
     def exhausted_message(self, worst: float) -> str:
-        return (f"--max-cost {format_usd(self.max_cost)} would be exceeded by another request (spent "
+        return (f"{self.flag} {format_usd(self.max_cost)} would be exceeded by another request (spent "
                 f"{format_usd(self.spent)}, next request up to {format_usd(worst)})")
 
     def _condition(self) -> asyncio.Condition:

@@ -343,12 +343,14 @@ class Judge:
 
     def __init__(self, cfg: JudgeConfig, cache: Path, api_key: str | None = None,
                  progress: Callable[[int, int], None] | None = None, max_cost: float | None = None,
-                 price: Price | None = None):
+                 price: Price | None = None, cap_flag: str = "--max-cost"):
         self.cfg = cfg
         self.cache = Path(cache)
         self.api_key = api_key
         self.progress = progress or (lambda done, total: None)
         self.max_cost = max_cost
+        self.cap_flag = cap_flag
+        """The option that sets the cap, as the messages name it (eval's is --judge-max-cost)."""
         self.price = price or price_for(cfg.llm.model)
         self.stats = {"sent": 0, "cached": 0}
         """Requests sent to the server / answered from the cache by this instance (not in report.json: a rerun differs)."""
@@ -356,7 +358,7 @@ class Judge:
             raise UserError("--judge needs a model: set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL / --base-url for "
                             "a local OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
         if max_cost is not None and self.price is None:
-            raise UserError(f"no price known for judge model {cfg.llm.model}, so --max-cost cannot be enforced; pass "
+            raise UserError(f"no price known for judge model {cfg.llm.model}, so {cap_flag} cannot be enforced; pass "
                             "--price-in and --price-out (USD per 1M tokens; 0 for a local server)")
 
     def resolved(self) -> dict[str, Any]:
@@ -372,7 +374,7 @@ class Judge:
             return []
         store = ResponseStore(self.cache)
         budget = Budget(self.max_cost, self.price, TokenCounter(self.cfg.llm.model) if self.max_cost is not None else None,
-                        spent_before=stored_spend(store.lines(), self.price))
+                        spent_before=stored_spend(store.lines(), self.price), flag=self.cap_flag)
         done = {"n": 0}
 
         async def main() -> list[Judgement]:
@@ -399,7 +401,7 @@ class Judge:
         except LLMFatalError as e:
             raise UserError(f"judge: {e}; answers so far are cached in {self.cache}") from None
         except (StageStopped, BudgetExhausted) as e:
-            more = "; rerun with a higher --max-cost to continue" if isinstance(e, BudgetExhausted) else ""
+            more = f"; rerun with a higher {self.cap_flag} to continue" if isinstance(e, BudgetExhausted) else ""
             raise UserError(f"judge stopped: {e}; nothing was written, answers so far are cached in {self.cache}: "
                             f"rerun the same command to continue{more}") from None
         finally:

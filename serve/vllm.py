@@ -26,19 +26,10 @@ import sys
 from pathlib import Path
 
 from datagen.errors import UserError
+from train.card import lora_rank_bound
 from train.config import TrainConfig
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 DEFAULT_PORT = 8001  # beside the persona server's 8000
-
-
-def lora_rank_bound(r: int) -> int:
-    """The smallest --max-lora-rank vLLM accepts that holds rank `r`.
-
-    >>> lora_rank_bound(16), lora_rank_bound(20)
-    (16, 32)
-    """
-    return next((v for v in VLLM_LORA_RANKS if v >= r), r)
 
 
 def vllm_command(cfg: TrainConfig, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> list[str]:

@@ -328,7 +328,7 @@ def test_the_judge_cost_cap(ckpt, tmp_path, clean_env):
     with LLMServer(default=judge_factory()) as server:
         capped = ecfg(tmp_path, seeds, server, judge_max_cost=0.01, judge_price_in=1.0, judge_price_out=1.0,
                       conditions=("base",))
-        with pytest.raises(UserError, match=r"the judge could not finish.*--max-cost \$0\.0100 would be exceeded"):
+        with pytest.raises(UserError, match=r"the judge could not finish.*--judge-max-cost \$0\.0100 would be exceeded.*higher --judge-max-cost"):
             evaluate(cfg, capped, log=quiet)  # one request's worst case (600 tokens at $1/1M) is $0.0006+
         assert 0 < server.completions < 10
     spent = sum(json.loads(x)["billed"]["usd"] for x in

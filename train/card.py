@@ -21,6 +21,7 @@ import yaml
 from datagen.schema import MBTI_TYPES
 from train.config import TrainConfig
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
 CARD_FILE = "README.md"
 EVAL_RESULTS_FILE = "eval_results.json"
 PLACEHOLDER_REPO = "USER/NAME"
@@ -40,6 +41,15 @@ CARD_ROWS = (  # (label, path in a condition's results block, format)
     ("reply characters (mean)", ("reply_chars_mean",), "f1"),
     ("loss / perplexity", None, "loss"),
 )
+
+
+def lora_rank_bound(r: int) -> int:
+    """The smallest --max-lora-rank vLLM accepts that holds LoRA rank `r` (it takes only these values).
+
+    >>> lora_rank_bound(16), lora_rank_bound(20)
+    (16, 32)
+    """
+    return next((v for v in VLLM_LORA_RANKS if v >= r), r)
 
 
 def looks_like_hub_id(name: str | None) -> bool:
@@ -179,7 +189,8 @@ def render_model_card(cfg: TrainConfig, results: dict[str, Any] | None = None, p
               'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", "",
               f"Replies end with `{eot}`: stop there (the model was trained to emit it after every reply).", "",
               "With vLLM (OpenAI-compatible server, the adapter on top of the base):", "", "```bash",
-              f"vllm serve {base} --enable-lora --lora-modules {cfg.name}={repo} --max-lora-rank {max(cfg.lora_r, 16)}",
+              f"vllm serve {base} --enable-lora --lora-modules {cfg.name}={repo} "
+              f"--max-lora-rank {lora_rank_bound(cfg.lora_r)} --tokenizer {repo}",
               "```", "",
               f'then send `model="{cfg.name}"` with the persona\'s system prompt as the first message.']
     lines += ["", "## Training", "", "| setting | value |", "|---|---|"]

@@ -269,7 +269,7 @@ def make_judge(ecfg: EvalConfig, folder: Path, log: Callable[[str], None]):
             log(f"  judged {done}/{total}")
 
     return Judge(JudgeConfig(llm=llm), folder / JUDGE_CACHE, progress=progress, max_cost=ecfg.judge_max_cost,
-                 price=price)
+                 price=price, cap_flag="--judge-max-cost")
 
 
 def _read_json(path: Path) -> Any:
