@@ -10,7 +10,8 @@ Rows of the table:
   of 256 (the tokenizer's Rust threads may use more than one core), via `datasets.map`;
 - `encode_split`, N processes: the same in `preprocess_workers` processes;
 - `build_datasets` cold / warm: the whole step the trainer runs (encode + pack + save the cache),
-  then the same call again, loaded from the cache.
+  then the same call again, loaded from the cache;
+- floor: only the tokenizer's own work on the already rendered texts, which every row above includes.
 
 The tokenizer is the tiny byte-level BPE trained on our own Korean text (train/tiny.py) with the
 Llama-3 chat template: no download. (A 128k-vocabulary Llama-3 tokenizer spends fewer tokens per
@@ -99,6 +100,13 @@ def main() -> None:
         t = time.perf_counter()
         build_datasets(run, tok, tokens)
         results.append(("`build_datasets` warm: loaded from the cache", time.perf_counter() - t))
+    from train.data import render
+
+    texts = [render(tok, c) for c in chats]
+    t = time.perf_counter()
+    tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    results.append(("floor: the Rust tokenizer alone on the rendered texts (one batch call, all cores)",
+                    time.perf_counter() - t))
     base = results[0][1]
     print("| step | seconds | chats/s | vs before |")
     print("| --- | ---: | ---: | ---: |")

@@ -305,6 +305,30 @@ def test_batched_labels_equal_the_one_chat_labels(chat_tok):
     assert cut["labels"] == [e.labels for c in chats[:20] if not isinstance(e := encode_chat(tok, c, tokens.eot_id, 300), str)]
 
 
+def test_the_parallel_arrow_encoder_keeps_the_same_rows_types_and_counts(chat_tok):
+    """encode_split (datasets.map over typed Arrow tables, 2 processes) = encode_chats (in process), with
+    drops (a bad role, control text, too long) and a truncation among them."""
+    from datasets import List, Value
+
+    from train.data import encode_split
+
+    _, tok, tokens = chat_tok
+    chats = [[dict(m) for m in c] for c in SAMPLE_CHATS + seed_chats(40)]
+    chats[1][1]["role"] = "narrator"
+    chats[2][2]["content"] = f"네{tokens.eot}"
+    longest = max(chats[3:], key=lambda c: len(encode_chat(tok, c, tokens.eot_id, 10**6).input_ids))
+    limit = len(encode_chat(tok, longest, tokens.eot_id, 10**6).input_ids) + 1  # every chat fits ...
+    chats.append(longest + [m for m in longest if m["role"] != "system"])  # ... but this one: cut at a turn end
+    rows = Dataset.from_list([{"mbti": "ISTJ", "messages": c} for c in chats])
+    ds, stats = encode_split(rows, tok, tokens.eot_id, limit, workers=2)
+    alone, expected = encode_chats(tok, chats, tokens.eot_id, limit)
+    assert ds.features == {"input_ids": List(Value("int32")), "labels": List(Value("int64"))}
+    assert ds["input_ids"] == alone["input_ids"] and ds["labels"] == alone["labels"]
+    assert stats.to_dict() == expected.to_dict()
+    assert (stats.total, stats.kept, stats.truncated) == (len(chats), len(chats) - 2, 1)
+    assert stats.dropped == {"bad_roles": 1, "control_text": 1}
+
+
 def test_one_rendering_gives_the_reference_spans_on_every_seed_chat(chat_tok):
     """fast_spans (one rendering) must equal assistant_spans (two renderings per turn) wherever it is used."""
     from train.data import assistant_spans, fast_spans, render, template_info
