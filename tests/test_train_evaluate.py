@@ -336,12 +336,47 @@ def test_the_judge_cost_cap(ckpt, tmp_path, clean_env):
     assert spent <= 0.01
 
 
+def test_the_reference_cost_cap_holds_over_invocations_and_a_higher_cap_finishes(ckpt, tmp_path, clean_env):
+    """A reference model billed its whole max_tokens on every turn: each invocation stops before the cap, the
+    earlier invocations' spend counts, and a rerun with a higher cap sends only the turns not stored yet."""
+    cfg, seeds = ckpt
+
+    def replies(body, n):
+        r = chat_reply(body, n)
+        return Reply(content=r.content, usage={"prompt_tokens": 40 * len(body["messages"]),
+                                               "completion_tokens": body["max_tokens"]})
+
+    def run(server, **kw):
+        return evaluate(cfg, ecfg(tmp_path, seeds, None, reference_model="ref-model", reference_base_url=server.base_url,
+                                  conditions=("reference",), **kw), log=quiet)
+
+    with LLMServer(default=replies) as server:
+        with pytest.raises(UserError, match="^no price known for reference model ref-model, so --reference-max-cost "
+                                            "cannot be enforced; pass --reference-price-in and --reference-price-out"):
+            run(server, reference_max_cost=1.0)
+        assert not (tmp_path / "eval").exists() and server.completions == 0  # refused before any work
+        raw = tmp_path / "eval" / cfg.name / "generate" / "raw.jsonl"
+        priced = {"reference_price_in": 100.0, "reference_price_out": 100.0}  # $0.0001 a token
+        spent = []
+        for _ in range(2):
+            with pytest.raises(UserError, match=r"^reference: generation stopped: --reference-max-cost \$0\.0500 would "
+                                                r"be exceeded .* with a higher --reference-max-cost$"):
+                run(server, reference_max_cost=0.05, **priced)
+            spent.append(sum(json.loads(x)["billed"]["usd"] for x in raw.read_text(encoding="utf-8").splitlines()))
+        assert 0 < spent[0] <= spent[1] <= 0.05
+        out = run(server, reference_max_cost=10.0, **priced)
+        sent = [b for b in server.completion_bodies() if b["model"] == "ref-model"]
+    assert out.results["conditions"]["reference"]["n_chats"] == 5
+    assert len(sent) == 7  # every turn sent once: the capped runs' answers were kept and reused
+
+
 def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr("train.evaluate.evaluate", lambda cfg, ecfg, demo, config_ref: seen.update(
         cfg=cfg, ecfg=ecfg, demo=demo, ref=config_ref))
     assert main(["eval", "--config", TINY, "lora_r=4", "--limit", "3", "--conditions", "base,reference",
                  "--reference-model", "gpt-4o-mini", "--reference-base-url", "http://ref/v1", "--base-url", "http://vllm/v1",
+                 "--reference-max-cost", "1.5", "--reference-price-in", "0.5", "--reference-price-out", "2",
                  "--adapter-name", "mine", "--served-base", "base-model", "--judge-model", "j", "--judge-base-url",
                  "http://judge/v1", "--judge-max-cost", "2.5", "--judge-price-in", "0", "--judge-price-out", "0",
                  "--temperature", "0.7", "--seed", "9", "--max-new-tokens", "64", "--batch-size", "4", "--no-loss",
@@ -351,6 +386,7 @@ def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
         3, ("base", "reference"), "gpt-4o-mini", "http://ref/v1", "http://vllm/v1")
     assert (e.adapter_name, e.served_base, e.judge_model, e.judge_base_url, e.judge_max_cost) == (
         "mine", "base-model", "j", "http://judge/v1", 2.5)
+    assert (e.reference_max_cost, e.reference_price_in, e.reference_price_out) == (1.5, 0.5, 2.0)
     assert (e.temperature, e.seed, e.max_new_tokens, e.batch_size, e.loss, e.judge, e.name, e.split) == (
         0.7, 9, 64, 4, False, True, "x", "validation")
     assert e.folder("ignored") == tmp_path / "eval" / "x" and seen["cfg"].lora_r == 4 and not seen["demo"]

@@ -110,7 +110,8 @@ def test_held_out_selection_keeps_type_order_limits_and_counts_what_it_skips():
 def test_every_config_problem_at_once(tmp_path):
     with pytest.raises(ConfigError) as e:
         EvalConfig(limit_per_type=0, conditions=("fine_tuned", "tuned", "reference"), temperature=-1, batch_size=0,
-                   judge_price_in=1.0, prompts=str(tmp_path / "none.jsonl"))
+                   judge_price_in=1.0, reference_max_cost=-1, reference_price_out=-2.0,
+                   prompts=str(tmp_path / "none.jsonl"))
     assert e.value.problems == [
         "--limit 0: give at least 1 chat per type, or leave --limit out to use every held-out chat",
         "--conditions: unknown condition 'tuned'; use fine_tuned, base, reference",
@@ -118,6 +119,9 @@ def test_every_config_problem_at_once(tmp_path):
         "--temperature -1: must be 0 (greedy) or more",
         "batch_size 0: must be at least 1",
         "give both --judge-price-in and --judge-price-out (USD per 1M tokens), or neither",
+        "--reference-max-cost -1: must be 0 or more",
+        "give both --reference-price-in and --reference-price-out (USD per 1M tokens), or neither",
+        "--reference-price-out -2.0: must be 0 or more",
         f"--prompts {tmp_path / 'none.jsonl'}: no such file; give a .jsonl of records (mbti, messages)"]
     assert parse_conditions("base, reference") == ("base", "reference")
     assert EvalConfig(conditions=("reference", "base"), reference_model="m").run_conditions == ("base", "reference")

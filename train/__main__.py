@@ -102,6 +102,12 @@ def _eval_parser(sub, overrides_help: str) -> None:
     g.add_argument("--served-base", metavar="NAME", help="the base model's name on that server (default: the config's model)")
     g.add_argument("--reference-model", metavar="MODEL", help="a reference model prompted with the same system prompts")
     g.add_argument("--reference-base-url", metavar="URL", help="its server (default: $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--reference-max-cost", type=float, metavar="USD",
+                   help="USD cap on the reference model's spend (this folder's earlier runs count)")
+    g.add_argument("--reference-price-in", type=float, metavar="USD",
+                   help="USD per 1M prompt tokens, for a reference model without a known price")
+    g.add_argument("--reference-price-out", type=float, metavar="USD",
+                   help="USD per 1M completion tokens (with --reference-price-in)")
     g.add_argument("--max-new-tokens", type=int, metavar="N", help="longest reply per turn (default: the config's max_new_tokens)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples with --seed")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when --temperature > 0")
@@ -120,7 +126,8 @@ def _eval_parser(sub, overrides_help: str) -> None:
 
 
 EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out", "base_url", "adapter_name", "served_base",
-               "reference_model", "reference_base_url", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
+               "reference_model", "reference_base_url", "reference_max_cost", "reference_price_in",
+               "reference_price_out", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
                "concurrency", "loss", "judge_model", "judge_base_url", "judge_max_cost", "judge_price_in",
                "judge_price_out", "judge_concurrency", "judge")
 

@@ -3,7 +3,7 @@
 The training config (`train/configs/*.yaml` + `key=value`) says which checkpoint, base model,
 dataset and chat template; this one says how to evaluate it. All problems are collected and
 raised together as a `ConfigError` (one line each, each naming the fix) before anything is loaded:
-`--limit 0`, an unknown condition, `reference` without a reference model, ...
+`--limit 0`, an unknown condition, `reference` without a reference model, a negative cap or price, ...
 
 >>> EvalConfig().run_conditions, EvalConfig(reference_model="gpt-4o-mini").run_conditions
 (('fine_tuned', 'base'), ('fine_tuned', 'base', 'reference'))
@@ -58,6 +58,12 @@ class EvalConfig:
     """Model for the `reference` condition (e.g. the generator, gpt-4o-mini)."""
     reference_base_url: str | None = None
     """Its OpenAI-compatible server; None: $OPENAI_BASE_URL, else OpenAI."""
+    reference_max_cost: float | None = None
+    """USD cap on the reference model's spend, earlier runs of this folder included (the shared cost cap)."""
+    reference_price_in: float | None = None
+    """USD per 1M prompt tokens of the reference model when datagen/cost.py does not know it (0 for a local one)."""
+    reference_price_out: float | None = None
+    """USD per 1M completion tokens of the reference model (with reference_price_in)."""
     max_new_tokens: int | None = None
     """Longest reply per turn; None: the training config's `max_new_tokens`. A reply cut here counts as not stopped."""
     temperature: float = 0.0
@@ -129,13 +135,15 @@ class EvalConfig:
                 p.append(f"{key} {getattr(self, key)}: must be at least 1")
         if self.samples < 0:
             p.append(f"samples {self.samples}: must be 0 or more")
-        if self.judge_max_cost is not None and self.judge_max_cost < 0:
-            p.append(f"--judge-max-cost {self.judge_max_cost}: must be 0 or more")
-        if (self.judge_price_in is None) != (self.judge_price_out is None):
-            p.append("give both --judge-price-in and --judge-price-out (USD per 1M tokens), or neither")
-        for key in ("judge_price_in", "judge_price_out"):
-            if (getattr(self, key) or 0) < 0:
-                p.append(f"{key} {getattr(self, key)}: must be 0 or more")
+        for who in ("judge", "reference"):  # the two paid models: a cap, and a price where none is known
+            cap, p_in, p_out = (getattr(self, f"{who}_{k}") for k in ("max_cost", "price_in", "price_out"))
+            if cap is not None and cap < 0:
+                p.append(f"--{who}-max-cost {cap}: must be 0 or more")
+            if (p_in is None) != (p_out is None):
+                p.append(f"give both --{who}-price-in and --{who}-price-out (USD per 1M tokens), or neither")
+            for key, v in (("price_in", p_in), ("price_out", p_out)):
+                if (v or 0) < 0:
+                    p.append(f"--{who}-{key.replace('_', '-')} {v}: must be 0 or more")
         if not self.judge_model.strip():
             p.append("--judge-model is empty: name the judge model (e.g. gpt-4o-mini)")
         if self.prompts is not None and not Path(self.prompts).is_file():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from datagen.cost import BudgetExhausted, Price, price_for
 from datagen.errors import UserError
 from datagen.llm import LLMFatalError, redact_url
 from datagen.schema import Dialogue, write_jsonl
@@ -237,6 +238,12 @@ def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenS
     return out
 
 
+def model_price(ecfg: EvalConfig, who: str) -> Price | None:
+    """The price of the judge or reference model: --WHO-price-in/out, else datagen/cost.py's table (None: unknown)."""
+    p_in, p_out = getattr(ecfg, f"{who}_price_in"), getattr(ecfg, f"{who}_price_out")
+    return Price(p_in, p_out) if p_in is not None else price_for(getattr(ecfg, f"{who}_model") or "")
+
+
 def check_servers(ecfg: EvalConfig) -> None:
     """A server condition or the judge with nowhere to send requests: one line, before any work."""
     has_key = bool(os.environ.get("OPENAI_API_KEY"))
@@ -244,6 +251,10 @@ def check_servers(ecfg: EvalConfig) -> None:
     if "reference" in ecfg.run_conditions and not (ecfg.reference_base_url or env_url or has_key):
         raise UserError(f"the reference condition needs a server for {ecfg.reference_model}: set OPENAI_API_KEY "
                         "(OpenAI), or --reference-base-url / OPENAI_BASE_URL (vLLM, Ollama, llama.cpp)")
+    if "reference" in ecfg.run_conditions and ecfg.reference_max_cost is not None and model_price(ecfg, "reference") is None:
+        raise UserError(f"no price known for reference model {ecfg.reference_model}, so --reference-max-cost cannot "
+                        "be enforced; pass --reference-price-in and --reference-price-out (USD per 1M tokens; 0 for a "
+                        "local server)")
     if ecfg.judge and not (ecfg.judge_base_url or env_url or has_key):
         raise UserError("the judge needs a model: set OPENAI_API_KEY (OpenAI), or --judge-base-url / OPENAI_BASE_URL "
                         "for a local OpenAI-compatible server; or pass --no-judge for the other metrics")
@@ -252,11 +263,9 @@ def check_servers(ecfg: EvalConfig) -> None:
 def make_judge(ecfg: EvalConfig, folder: Path, log: Callable[[str], None]):
     from dataclasses import replace
 
-    from datagen.cost import Price, price_for
     from datagen.judge import Judge, JudgeConfig
 
-    price = (Price(ecfg.judge_price_in, ecfg.judge_price_out) if ecfg.judge_price_in is not None
-             else price_for(ecfg.judge_model))
+    price = model_price(ecfg, "judge")
     if ecfg.judge_max_cost is not None and price is None:
         raise UserError(f"no price known for judge model {ecfg.judge_model}, so --judge-max-cost cannot be enforced; "
                         "pass --judge-price-in and --judge-price-out (USD per 1M tokens; 0 for a local server)")
@@ -305,11 +314,15 @@ def replay(c: str, p: Plan, ecfg: EvalConfig, folder: Path, held: HeldOut, syste
     from datagen.step import StageStopped
 
     kept = f"finished chats are kept in {folder / CHAT_CACHE}; rerun the same command to continue"
+    cap = ({"max_cost": ecfg.reference_max_cost, "price": model_price(ecfg, "reference"), "cap_flag": "--reference-max-cost"}
+           if c == "reference" else {})
     try:
         failed, _ = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
-                                 folder / GENERATE_CACHE, ecfg.concurrency)
+                                 folder / GENERATE_CACHE, ecfg.concurrency, **cap)
     except (StageStopped, LLMFatalError) as e:
         raise UserError(f"{c}: generation stopped: {e}; {kept}") from None
+    except BudgetExhausted as e:
+        raise UserError(f"{c}: generation stopped: {e}; {kept} with a higher --reference-max-cost") from None
     if failed:
         raise UserError(f"{c}: {len(failed)} chat(s) got no answer from {redact_url(p.base_url) or 'OpenAI'} "
                         f"for some turn; {kept}")

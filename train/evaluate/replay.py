@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from datagen.cost import Price
 from datagen.schema import Dialogue, JsonlAppender, read_jsonl
 
 CHATS_FILE = "chats.jsonl"
@@ -279,19 +280,28 @@ async def replay_endpoint(step, model: str, condition: str, chats: list[Dialogue
 
 def run_endpoint(model: str, base_url: str | None, condition: str, chats: list[Dialogue], systems: dict[str, str],
                  gen: GenSettings, done: Callable[[Dialogue, list[Turn]], None], store_path: Path,
-                 concurrency: int, max_attempts: int = 4) -> tuple[list[str], int]:
-    """`replay_endpoint` with its own client, store and (uncapped) budget; returns (failed ids, requests sent)."""
-    from datagen.cost import Budget
+                 concurrency: int, max_attempts: int = 4, max_cost: float | None = None, price: Price | None = None,
+                 cap_flag: str = "--max-cost") -> tuple[list[str], int]:
+    """`replay_endpoint` with its own client and store; returns (failed ids, requests sent).
+
+    With `max_cost`, the shared hard cap (datagen/cost.py `Budget`): each request's worst case is reserved
+    before it is sent, and what this condition's earlier requests in the store were billed counts.
+    Raises `BudgetExhausted` when no further request fits (every answer so far is stored).
+    """
+    from datagen.cost import Budget, TokenCounter, stored_spend
     from datagen.llm import LLMClient, LLMConfig, ResponseStore
     from datagen.step import LLMStep
 
     store = ResponseStore(store_path)
     llm = LLMConfig(model=model, base_url=base_url, concurrency=concurrency, max_attempts=max_attempts,
                     temperature=gen.temperature, max_tokens=gen.max_new_tokens)
+    before = stored_spend((ln for ln in store.lines() if ln.get("condition") == condition), price)
+    budget = Budget(max_cost, price, TokenCounter(model) if max_cost is not None else None, spent_before=before,
+                    flag=cap_flag)
 
     async def main() -> tuple[list[str], int]:
         async with LLMClient(llm) as client:
-            step: LLMStep = LLMStep(client, lambda call: store, Budget(None, None), what=f"{condition} requests")
+            step: LLMStep = LLMStep(client, lambda call: store, budget, what=f"{condition} requests")
             failed = await replay_endpoint(step, model, condition, chats, systems, gen, done)
             return failed, step.sent
 
