@@ -318,8 +318,11 @@ class LocalBackend:
 
     @property
     def waiting(self) -> int:
-        """Jobs queued behind the running one (thread-safe: the queue counts them)."""
-        return self._jobs.qsize()
+        """Jobs queued behind the running one whose clients are still there. A job whose client left stays in
+        the queue until the worker skips it, but holds no place: `max_queue` counts live requests only.
+        (Read under the queue's own lock: `queue.Queue` keeps its items in `.queue`, guarded by `.mutex`.)"""
+        with self._jobs.mutex:
+            return sum(1 for job in self._jobs.queue if job is not None and not job.cancel.is_set())
 
     def health(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.description, "waiting": self.waiting,

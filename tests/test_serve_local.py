@@ -250,13 +250,20 @@ def test_a_full_queue_answers_503_and_the_queue_drains(tiny):
         assert status == 503 and headers["retry-after"] == "1"
         assert body["error"]["type"] == "server_error" and body["error"]["code"] == "server_busy"
         assert body["error"]["message"].startswith("The server is busy: 1 requests are already waiting")
-        for conn, _ in (b, a):
+        b[0].close()  # the waiting client leaves while the first still generates: its place is free at once
+        deadline = time.monotonic() + 10
+        while backend.waiting:
+            assert time.monotonic() < deadline, "a departed client still holds its place in the queue"
+            time.sleep(0.01)
+        assert backend.running is not None
+        c = open_stream(server, **LONG)  # admitted (200), not 503
+        for conn, _ in (c, a):
             conn.close()
         wait_idle(backend)
     finally:
         backend.max_queue = 32
-    assert [f.finish_reason for f in list(backend.finished)[-2:]] == ["cancelled", "cancelled"]
-    assert backend.finished[-1].completion_tokens == 0  # the waiting one never ran
+    assert [f.finish_reason for f in list(backend.finished)[-3:]] == ["cancelled"] * 3
+    assert backend.finished[-2].completion_tokens == 0  # b (taken right after a) never ran
     assert chat(server, max_tokens=2)[0] == 200
 
 
