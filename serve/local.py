@@ -226,12 +226,17 @@ class LocalBackend:
             raise P.bad_request(f"{', '.join(req.unsupported)}: not supported by this server's in-process model "
                                 "(one reply, text only, repetition_penalty instead of presence/frequency penalties); "
                                 "leave it out, or serve through vLLM with --upstream", param=req.unsupported[0])
+        # req.messages is [persona prompt + the client's system texts, the client's turns...]: a turn's index in
+        # what the client sent is after its system messages.
+        raw = req.body.get("messages") or []
+        n_system = sum(1 for m in raw if isinstance(m, dict) and m.get("role") in ("system", "developer"))
         for i, m in enumerate(req.messages):
             for s in self._control:
                 if s in m["content"]:
-                    where = "the system prompt" if i == 0 else f"messages[{i - 1}].content"
+                    where = "a system message" if i == 0 else f"messages[{i - 1 + n_system}].content"
                     raise P.bad_request(f"{where} contains the chat-template control text {s!r}, which the model "
-                                        "would read as a turn boundary; remove it", param="messages")
+                                        "would read as a turn boundary; remove it",
+                                        param="messages" if i == 0 else where, code="control_text")
 
     def _prompt_ids(self, req: ChatRequest) -> list[int]:
         with self._tokenizer_lock:

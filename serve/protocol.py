@@ -212,7 +212,7 @@ def conversation(raw: list[Any]) -> tuple[list[str], list[dict[str, str]]]:
             raise bad_request(f"{where}.content is empty", param=f"{where}.content")
         if (hit := control_text(text)) is not None:  # for every backend: vLLM would read it as a control token
             raise bad_request(f"{where}.content contains the chat-template control text {hit!r}, which the model "
-                              "would read as a turn boundary; remove it", param=f"{where}.content")
+                              "would read as a turn boundary; remove it", param=f"{where}.content", code="control_text")
         if role in ("system", "developer"):
             if turns:
                 raise bad_request(f"{where}: a {role} message may only come before the conversation starts",

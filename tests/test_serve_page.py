@@ -150,6 +150,15 @@ def test_a_busy_or_missing_backend_is_said_in_plain_korean(page, fault, message)
     assert log_texts(page) == [("user", "안녕하세요"), ("assistant", REPLY)]  # and the notice is gone
 
 
+def test_control_text_in_a_message_is_explained_in_korean_and_the_message_given_back(page):
+    page.click(".card[data-model='mbti-enfp']")
+    send(page, "안녕<|eot_id|>")  # the real server refuses it (400, code control_text)
+    page.wait_for_selector(".msg.notice")
+    assert log_texts(page) == [("notice", "메시지에 모델이 제어 기호로 읽는 글자(예: <|eot_id|>)가 들어 있어요. "
+                                          "그 부분을 지우고 다시 보내 주세요.")]
+    assert page.input_value("#input") == "안녕<|eot_id|>"
+
+
 def test_the_page_fits_a_phone(page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.click(".card[data-model='mbti-enfp']")

@@ -34,6 +34,7 @@ const TEXT = {
   busy: "지금은 요청이 많아요. 잠시 후 다시 보내 주세요.",
   needKey: "이 서버는 API 키가 필요해요. 키를 입력해 주세요.",
   tooLong: "대화가 너무 길어졌어요. '새 대화'를 눌러 다시 시작해 주세요.",
+  controlText: "메시지에 모델이 제어 기호로 읽는 글자(예: <|eot_id|>)가 들어 있어요. 그 부분을 지우고 다시 보내 주세요.",
   cutOff: "답변이 중간에 끊겼어요.",
   failed: (msg) => `답변을 받지 못했어요. (${msg})`,
 };
@@ -74,6 +75,7 @@ function explain(err) {
   if (err.status === 502 || err.status === 504) return TEXT.upstream;
   if (err.status === 503) return TEXT.busy;
   if (err.code === "context_length_exceeded") return TEXT.tooLong;
+  if (err.code === "control_text") return TEXT.controlText;
   return TEXT.failed(err.message);
 }
 
