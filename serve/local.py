@@ -364,16 +364,12 @@ class LocalBackend:
     def _generate(self, job: Job) -> None:
         import torch
 
+        from train.chat import generation_kwargs
+
         started = time.monotonic()
         stream = _TextStream(job, self.tokenizer, self.tokens.stop_ids, self._tokenizer_lock)
-        sample = job.temperature > 0
-        kwargs: dict[str, Any] = dict(max_new_tokens=job.max_tokens, min_new_tokens=job.min_tokens or None,
-                                      eos_token_id=list(self.tokens.stop_ids), pad_token_id=self.tokens.pad_id,
-                                      do_sample=sample, repetition_penalty=job.repetition_penalty, use_cache=True)
-        if sample:
-            kwargs.update(temperature=job.temperature, top_p=job.top_p, top_k=None)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)  # silence "flags ignored when greedy" warnings
+        kwargs = generation_kwargs(self.tokens, job.max_tokens, job.temperature, job.top_p, job.repetition_penalty,
+                                   min_new_tokens=job.min_tokens)
         device = getattr(self.model, "device", "cpu")
         ids = torch.tensor([job.prompt_ids], device=device)
         if job.seed is not None:

@@ -100,3 +100,17 @@ def test_chat_loads_the_adapter_or_the_merged_model(tmp_path):
     merge(cfg, log=lambda _: None)
     assert load_chat_model(cfg)[3] == f"merged model {cfg.merged_dir}"
     assert "adapter" in load_chat_model(dataclasses.replace(cfg), "adapter")[3]
+
+
+def test_chat_eval_and_serve_share_one_set_of_generation_settings():
+    """Greedy at temperature 0; otherwise nucleus sampling with top-k off, as vLLM and the OpenAI API sample."""
+    from train.chat import generation_kwargs
+    from train.data import ChatTokens
+
+    tokens = ChatTokens(eot="<|eot_id|>", eot_id=9, pad="<pad>", pad_id=3, stop_ids=(9, 2))
+    greedy = generation_kwargs(tokens, 40, 0.0, 0.9, 1.1)
+    assert greedy == dict(max_new_tokens=40, eos_token_id=[9, 2], pad_token_id=3, do_sample=False,
+                          repetition_penalty=1.1, use_cache=True, top_k=None, temperature=None, top_p=None)
+    sampled = generation_kwargs(tokens, 40, 0.7, 0.9, 1.0, min_new_tokens=5)
+    assert (sampled["do_sample"], sampled["temperature"], sampled["top_p"], sampled["top_k"],
+            sampled["min_new_tokens"]) == (True, 0.7, 0.9, None, 5)

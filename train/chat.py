@@ -11,7 +11,7 @@ The model is the merged one when `merge` has been run (else the 4-bit base plus 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from datagen.errors import UserError
 from train.config import TrainConfig, check_runtime, resolve_device
@@ -79,6 +79,23 @@ def _streamer(tokenizer, on_text: Callable[[str], None]):
     return CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
+def generation_kwargs(tokens: ChatTokens, max_new_tokens: int, temperature: float, top_p: float,
+                      repetition_penalty: float, min_new_tokens: int | None = None) -> dict[str, Any]:
+    """`model.generate` settings shared by chat, eval and serve: stop at any end-of-turn id; greedy at
+    temperature 0, else nucleus sampling with top-k off (as vLLM and the OpenAI API sample), so the
+    in-process paths and a vLLM server draw from the same distribution."""
+    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, eos_token_id=list(tokens.stop_ids),
+                                  pad_token_id=tokens.pad_id, do_sample=temperature > 0,
+                                  repetition_penalty=repetition_penalty, use_cache=True, top_k=None)
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if temperature > 0:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None)  # silence "flags ignored when greedy" warnings
+    return kwargs
+
+
 def generate_reply(model, tokenizer, tokens: ChatTokens, messages: list[dict[str, str]], cfg: TrainConfig,
                    on_text: Callable[[str], None] | None = None) -> Reply:
     """One assistant turn for `messages` (system, user, ... , user), streamed to `on_text` as it comes."""
@@ -86,13 +103,7 @@ def generate_reply(model, tokenizer, tokens: ChatTokens, messages: list[dict[str
 
     prompt = render(tokenizer, messages, add_generation_prompt=True)
     enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
-    sample = cfg.temperature > 0
-    kwargs = dict(max_new_tokens=cfg.max_new_tokens, eos_token_id=list(tokens.stop_ids), pad_token_id=tokens.pad_id,
-                  do_sample=sample, repetition_penalty=cfg.repetition_penalty, use_cache=True)
-    if sample:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)  # silence "flags ignored when greedy" warnings
+    kwargs = generation_kwargs(tokens, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.repetition_penalty)
     if on_text is not None:
         kwargs["streamer"] = _streamer(tokenizer, on_text)
     with torch.no_grad():

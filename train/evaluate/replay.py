@@ -165,13 +165,10 @@ def generate_batch(model, tokenizer, tokens, prompts: list[str], gen: GenSetting
         enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
     finally:
         tokenizer.padding_side = side
+    from train.chat import generation_kwargs
+
     stop_ids = list(tokens.stop_ids)
-    kwargs: dict[str, Any] = dict(max_new_tokens=gen.max_new_tokens, eos_token_id=stop_ids, pad_token_id=tokens.pad_id,
-                                  do_sample=gen.sample, repetition_penalty=gen.repetition_penalty, use_cache=True)
-    if gen.sample:
-        kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)  # silence "flags ignored when greedy" warnings
+    kwargs = generation_kwargs(tokens, gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty)
     with torch.no_grad(), seeded(seed, model.device):
         out = model.generate(**enc, **kwargs)
     turns = []
