@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datagen.errors import UserError
+from datagen.llm import redact_url
 
 USES = ("auto", "adapter", "merged")
 
@@ -63,18 +64,3 @@ class ServeConfig:
             problems.append("--api-key is empty: give a key, or leave the option out to serve without one")
         if problems:
             raise UserError("\n".join(problems))
-
-
-def redact_url(url: str) -> str:
-    """A URL safe to print: no user:password@, no query (where tokens tend to hide).
-
-    >>> redact_url("http://user:secret@gpu:8001/v1?token=abc")
-    'http://gpu:8001/v1'
-    """
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))

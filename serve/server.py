@@ -13,7 +13,8 @@ import threading
 from typing import Callable
 
 from datagen.errors import UserError
-from serve.config import ServeConfig, redact_url
+from datagen.llm import redact_url
+from serve.config import ServeConfig
 from train.config import TrainConfig
 from train.personas import PersonaPrompt
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
+from datagen.llm import redact_url
 from serve import protocol as P
-from serve.config import redact_url
 from serve.protocol import APIError, ChatRequest
 
 
