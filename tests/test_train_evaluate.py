@@ -417,3 +417,32 @@ def test_a_merged_only_checkpoint_runs_the_merged_model_and_the_base_apart(ckpt,
     # each condition's chats and loss while its model is loaded: the merged model once, then the base once
     assert [x for x in loaded if x.startswith("loading")] == [f"loading merged model {merged_cfg.merged_dir} ...",
                                                               f"loading the base {cfg.model} ..."]
+
+
+def test_the_weights_digest_follows_every_shard_without_reading_it_whole(tmp_path):
+    """The base / merged model's identity in the chat cache: config and every shard's name, size, first and
+    last MiB (a shard's middle is not read: 16 GB would take minutes on every evaluation)."""
+    from train.evaluate.recipe import _weights_digest
+
+    mib = 1 << 20
+    (tmp_path / "config.json").write_text('{"hidden_size": 64}')
+    shards = [tmp_path / f"model-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    for i, s in enumerate(shards):
+        s.write_bytes(bytes([i]) * (3 * mib))
+    first = _weights_digest(tmp_path, ("config.json",))
+
+    def changed(path: Path, offset: int) -> str:
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            return _weights_digest(tmp_path, ("config.json",))
+        finally:
+            data[offset] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+    assert changed(shards[1], 0) != first and changed(shards[1], 3 * mib - 1) != first
+    assert changed(tmp_path / "config.json", 2) != first
+    assert changed(shards[0], int(1.5 * mib)) == first  # the middle is not read
+    shards[1].write_bytes(bytes([1]) * (3 * mib + 1))
+    assert _weights_digest(tmp_path, ("config.json",)) != first

@@ -87,9 +87,10 @@ def _digest_files(folder: Path, names: tuple[str, ...]) -> str:
     return h.hexdigest()[:16]
 
 
-def _merged_digest(folder: Path) -> str:
-    """Merged weights are GBs: their names, sizes and first and last MiB stand for them."""
-    h = hashlib.sha256(_digest_files(folder, ("config.json",) + CHECKPOINT_FILES).encode())
+def _weights_digest(folder: Path, names: tuple[str, ...]) -> str:
+    """The small files `names` whole; the weights (GBs, maybe sharded) by the names, sizes and first and last
+    MiB of every `*.safetensors`: reading them whole would take minutes on every evaluation."""
+    h = hashlib.sha256(_digest_files(folder, names).encode())
     for path in sorted(folder.glob("*.safetensors")):
         size = path.stat().st_size
         h.update(f"{path.name}:{size}".encode())
@@ -104,7 +105,7 @@ def base_identity(cfg: TrainConfig) -> dict[str, Any]:
     local = Path(cfg.model)
     return {"model": cfg.model, "load_in_4bit": cfg.load_in_4bit, "quant_type": cfg.quant_type,
             "double_quant": cfg.double_quant, "compute_dtype": cfg.compute_dtype, "attn": cfg.attn_implementation,
-            "config": _digest_files(local, ("config.json", "model.safetensors")) if local.is_dir() else None}
+            "config": _weights_digest(local, ("config.json",)) if local.is_dir() else None}
 
 
 def has_adapter(cfg: TrainConfig) -> bool:
@@ -214,7 +215,8 @@ def gen_settings(cfg: TrainConfig, ecfg: EvalConfig) -> GenSettings:
 
 def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenSettings) -> dict[str, Plan]:
     sys_digest = hashlib.sha256(json.dumps(systems, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-    ckpt = (_digest_files(cfg.checkpoint_dir, CHECKPOINT_FILES) if has_adapter(cfg) else _merged_digest(cfg.merged_dir))
+    ckpt = (_digest_files(cfg.checkpoint_dir, CHECKPOINT_FILES) if has_adapter(cfg)
+            else _weights_digest(cfg.merged_dir, ("config.json",) + CHECKPOINT_FILES))
     common = {"gen": gen.__dict__, "systems": sys_digest}
     out: dict[str, Plan] = {}
     for c in ecfg.run_conditions:
