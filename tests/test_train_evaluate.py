@@ -380,13 +380,13 @@ def test_the_cli_maps_every_option_onto_the_configs(monkeypatch, tmp_path):
                  "--adapter-name", "mine", "--served-base", "base-model", "--judge-model", "j", "--judge-base-url",
                  "http://judge/v1", "--judge-max-cost", "2.5", "--judge-price-in", "0", "--judge-price-out", "0",
                  "--temperature", "0.7", "--seed", "9", "--max-new-tokens", "64", "--batch-size", "4", "--no-loss",
-                 "--name", "x", "--out", str(tmp_path), "--split", "validation"]) == 0
+                 "--name", "x", "--out", str(tmp_path), "--split", "validation", "--no-card"]) == 0
     e = seen["ecfg"]
     assert (e.limit_per_type, e.run_conditions, e.reference_model, e.reference_base_url, e.base_url) == (
         3, ("base", "reference"), "gpt-4o-mini", "http://ref/v1", "http://vllm/v1")
     assert (e.adapter_name, e.served_base, e.judge_model, e.judge_base_url, e.judge_max_cost) == (
         "mine", "base-model", "j", "http://judge/v1", 2.5)
-    assert (e.reference_max_cost, e.reference_price_in, e.reference_price_out) == (1.5, 0.5, 2.0)
+    assert (e.reference_max_cost, e.reference_price_in, e.reference_price_out, e.update_card) == (1.5, 0.5, 2.0, False)
     assert (e.temperature, e.seed, e.max_new_tokens, e.batch_size, e.loss, e.judge, e.name, e.split) == (
         0.7, 9, 64, 4, False, True, "x", "validation")
     assert e.folder("ignored") == tmp_path / "eval" / "x" and seen["cfg"].lora_r == 4 and not seen["demo"]
@@ -446,3 +446,31 @@ def test_the_weights_digest_follows_every_shard_without_reading_it_whole(tmp_pat
     assert changed(shards[0], int(1.5 * mib)) == first  # the middle is not read
     shards[1].write_bytes(bytes([1]) * (3 * mib + 1))
     assert _weights_digest(tmp_path, ("config.json",)) != first
+
+
+def test_the_card_keeps_the_most_thorough_evaluation_unless_told(ckpt, tmp_path):
+    import shutil
+
+    cfg, seeds = ckpt
+    cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "ck"))
+    shutil.copytree(ckpt[0].checkpoint_dir, cfg.checkpoint_dir)
+    (cfg.checkpoint_dir / "eval_results.json").unlink(missing_ok=True)
+    lines: list[str] = []
+    kept = lambda: json.loads((cfg.checkpoint_dir / "eval_results.json").read_text(encoding="utf-8"))  # noqa: E731
+
+    def run(**kw):
+        lines.clear()
+        return evaluate(cfg, ecfg(tmp_path, seeds, None, conditions=("base",), loss=False, **kw), log=lines.append)
+
+    run(name="all")  # 5 held-out chats: the card takes them
+    assert kept()["conditions"]["base"]["n_chats"] == 5
+    run(name="smoke", limit_per_type=1)  # 2 chats: a smoke run leaves the card alone, and says so
+    assert kept()["name"] == "all" and kept()["conditions"]["base"]["n_chats"] == 5
+    assert lines[-1].endswith(f"model card {cfg.checkpoint_dir / 'README.md'} left as it was (it holds a more "
+                              "thorough evaluation (5 held-out chats); --card puts these results in it)")
+    run(name="smoke", limit_per_type=1, update_card=True)
+    assert kept()["conditions"]["base"]["n_chats"] == 2
+    run(name="all", update_card=False)
+    assert kept()["conditions"]["base"]["n_chats"] == 2 and lines[-1].endswith("left as it was (--no-card)")
+    run(name="all")
+    assert kept()["conditions"]["base"]["n_chats"] == 5 and lines[-1].endswith(f"model card {cfg.checkpoint_dir / 'README.md'}")

@@ -123,13 +123,16 @@ def _eval_parser(sub, overrides_help: str) -> None:
     j.add_argument("--judge-price-out", type=float, metavar="USD", help="USD per 1M completion tokens (with --judge-price-in)")
     j.add_argument("--judge-concurrency", type=int, default=16, help="judge requests in flight")
     j.add_argument("--no-judge", dest="judge", action="store_false", help="every other metric; the judge's are null")
+    e.add_argument("--card", dest="update_card", action=argparse.BooleanOptionalAction, default=None,
+                   help="--card: put these results in the checkpoint's model card; --no-card: leave the card alone "
+                        "(default: only when no more thorough evaluation is in it)")
 
 
 EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out", "base_url", "adapter_name", "served_base",
                "reference_model", "reference_base_url", "reference_max_cost", "reference_price_in",
                "reference_price_out", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
                "concurrency", "loss", "judge_model", "judge_base_url", "judge_max_cost", "judge_price_in",
-               "judge_price_out", "judge_concurrency", "judge")
+               "judge_price_out", "judge_concurrency", "judge", "update_card")
 
 
 def _checkpoint_config(args: argparse.Namespace):

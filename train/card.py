@@ -220,6 +220,21 @@ def render_model_card(cfg: TrainConfig, results: dict[str, Any] | None = None, p
     return f"---\n{header}---\n\n" + "\n".join(lines).rstrip() + "\n"
 
 
+def thoroughness(results: Any) -> tuple[int, bool]:
+    """How much an evaluation measured: (held-out chats replayed, whether the judge ran)."""
+    if not isinstance(results, dict) or not isinstance(results.get("conditions"), dict):
+        return (0, False)
+    n = max((b.get("n_chats") or 0 for b in results["conditions"].values() if isinstance(b, dict)), default=0)
+    return (n, bool(results.get("judge_model")))
+
+
+def card_keeps(folder: Path, results: dict[str, Any]) -> tuple[int, bool] | None:
+    """The card's evaluation when it is more thorough than `results` (then a default eval run leaves it), else None."""
+    held = _read(folder / EVAL_RESULTS_FILE)
+    mine, theirs = thoroughness(results), thoroughness(held)
+    return theirs if theirs[0] > mine[0] or (theirs[0] == mine[0] and theirs[1] and not mine[1]) else None
+
+
 def write_model_card(cfg: TrainConfig, results: dict[str, Any] | None = None, dataset_id: str | None = None,
                      license: str | None = None, repo_id: str | None = None, config_path: str | None = None) -> Path:
     """Write `<checkpoint>/README.md` (and `eval_results.json` when `results` are given); returns the card's path.

@@ -104,6 +104,10 @@ class EvalConfig:
     # -- report ----------------------------------------------------------------------------------------
     samples: int = 3
     """Sample exchanges per condition in report.md."""
+    update_card: bool | None = None
+    """The checkpoint's model card: None (default) takes these results unless the card holds a more thorough
+    evaluation (more held-out chats, or judged where this one is not); True (`--card`) always; False (`--no-card`)
+    never."""
 
     def problems(self) -> list[str]:
         p: list[str] = []

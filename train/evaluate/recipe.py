@@ -447,11 +447,17 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
                           held_block, setup, notes)
     _write_json(folder / RESULTS_FILE, res)
     report = write_report(folder, res, chats, ecfg.samples)
-    from train.card import write_model_card
+    from train.card import CARD_FILE, card_keeps, write_model_card
 
-    card = write_model_card(cfg, res, config_path=config_ref)
+    kept = card_keeps(cfg.checkpoint_dir, res) if ecfg.update_card is None else None
+    if ecfg.update_card is False or kept is not None:
+        why = ("--no-card" if kept is None else f"it holds a more thorough evaluation ({kept[0]} held-out chats"
+               + (", judged" if kept[1] else "") + "); --card puts these results in it")
+        card_note = f"model card {cfg.checkpoint_dir / CARD_FILE} left as it was ({why})"
+    else:
+        card_note = f"model card {write_model_card(cfg, res, config_path=config_ref)}"
     log(summary_line(res))
-    log(f"wrote {folder / RESULTS_FILE}, {report}, {folder / CHATS_FILE}; model card {card}")
+    log(f"wrote {folder / RESULTS_FILE}, {report}, {folder / CHATS_FILE}; {card_note}")
     return EvalOutcome(folder, res, generated, judge_sent, local.loaded_once)
 
 
