@@ -78,6 +78,12 @@ def test_rules_leave_out_the_shape_of_the_held_out_chat_and_count_empty_replies(
     empty = eval_record(Dialogue.build("ISTJ", "주말", [{"role": "user", "content": USER[0]}, {"role": "assistant", "content": "x"}]),
                         [Turn("", True, 1)], "base", "k", "m")
     assert rule_failures(empty) == ["empty_reply"]
+    held = Dialogue.build("ISTJ", "주말", [m for u in USER for m in ({"role": "user", "content": u},
+                                                                    {"role": "assistant", "content": "x"})])
+    two = eval_record(held, [Turn("", True, 1), Turn("", True, 1), Turn("그래요, 집에서 쉬어요.", True, 9)], "base", "k", "m")
+    # two empty replies: counted once as empty_reply, never as a repeated turn
+    assert [m["content"] for m in two.messages if m["role"] == "assistant"][:2] == ["(빈 답)", "(빈 답)"]
+    assert rule_failures(two) == ["empty_reply"]
 
 
 def test_the_report_is_a_view_of_the_results():

@@ -29,7 +29,7 @@ from datagen.checks import CheckConfig, violations
 from datagen.judge import AXES, SCORES, Verdict, confusion
 from datagen.schema import MBTI_TYPES, Dialogue
 from train.evaluate.loss import aggregate
-from train.evaluate.replay import replies
+from train.evaluate.replay import EMPTY_REPLY, replies
 
 SHAPE_RULES = frozenset({"too_few_exchanges", "too_many_exchanges", "too_short", "too_long", "register_mismatch"})
 """Rules about a chat's shape, set by the held-out chat (how many exchanges, how long), or about curation
@@ -44,9 +44,11 @@ def _r(x: float | None, digits: int) -> float | None:
 def replies_only(d: Dialogue) -> Dialogue:
     """The chat with every user turn replaced by a neutral, distinct placeholder: the rules then judge only
     what the model wrote (the user turns are the held-out chat's, the same for every condition, and Korean
-    user turns would water down the Hangul share of a reply drifting into Chinese)."""
-    msgs = [m if m["role"] == "assistant" else {"role": "user", "content": f"질문 {k}"}
-            for k, m in enumerate(d.messages)]
+    user turns would water down the Hangul share of a reply drifting into Chinese). Empty replies get distinct
+    placeholders too: they count once, as `empty_reply`, never as repeated turns."""
+    msgs = [{"role": "user", "content": f"질문 {k}"} if m["role"] != "assistant"
+            else {"role": "assistant", "content": f"{EMPTY_REPLY} {k}"} if m["content"] == EMPTY_REPLY
+            else m for k, m in enumerate(d.messages)]
     return Dialogue(id=None, mbti=d.mbti, topic=d.topic, messages=msgs, source=d.source)  # type: ignore[arg-type]
 
 
