@@ -132,6 +132,7 @@ def redact_url(url: str | None) -> str | None:
 
 def uses_max_completion_tokens(model: str) -> bool:
     """OpenAI's reasoning models (o1, o3, o4, gpt-5...) reject `max_tokens`; they take `max_completion_tokens`.
+    They also accept only the default temperature (1) and top_p (1).
 
     Other servers (vLLM, Ollama, llama.cpp) all read `max_tokens`.
     """
@@ -146,11 +147,20 @@ def chat_body(messages: list[dict[str, str]], llm: LLMConfig, schema: dict[str, 
     """A chat-completions body: model, messages, temperature, the token limit under the name the model
     takes, and (with a `schema`) the answer's JSON form as strict structured output, or plain JSON mode.
 
+    A reasoning model accepts only temperature 1: another value (the judge's 0, a greedy eval reference) is
+    left out, so the model samples at its default instead of the request being refused (1.0 is still sent,
+    so the bodies, and the cache keys, of runs at 1.0 are unchanged).
+
     >>> chat_body([], LLMConfig(model="gpt-5-mini", max_tokens=10, structured_output="json_object"), {"name": "x"})
     {'model': 'gpt-5-mini', 'messages': [], 'temperature': 1.0, 'max_completion_tokens': 10, 'response_format': {'type': 'json_object'}}
+    >>> chat_body([], LLMConfig(model="o4-mini", temperature=0.0, max_tokens=10))
+    {'model': 'o4-mini', 'messages': [], 'max_completion_tokens': 10}
     """
-    body: dict[str, Any] = {"model": llm.model, "messages": messages, "temperature": llm.temperature}
-    body["max_completion_tokens" if uses_max_completion_tokens(llm.model) else "max_tokens"] = llm.max_tokens
+    reasoning = uses_max_completion_tokens(llm.model)
+    body: dict[str, Any] = {"model": llm.model, "messages": messages}
+    if not reasoning or llm.temperature == 1.0:
+        body["temperature"] = llm.temperature
+    body["max_completion_tokens" if reasoning else "max_tokens"] = llm.max_tokens
     if schema is not None and llm.structured_output != "none":
         body["response_format"] = ({"type": "json_schema", "json_schema": schema}
                                    if llm.structured_output == "json_schema" else {"type": "json_object"})

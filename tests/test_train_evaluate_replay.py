@@ -103,3 +103,18 @@ def test_server_answers_become_turns():
     assert turn_of(line("길게 이어지다가", "length")) == Turn("길게 이어지다가", False, 4)
     assert turn_of(line(None, refusal="그건 도와드릴 수 없어요.")) == Turn("그건 도와드릴 수 없어요.", True, 4)
     assert turn_of({"completion": None, "error": "server_error"}) is None
+
+
+def test_a_turn_request_fits_the_model_openai_reasoning_models_included():
+    from train.evaluate.replay import GenSettings, turn_body
+
+    msgs = [{"role": "user", "content": "안녕"}]
+    greedy, sampled = GenSettings(max_new_tokens=64), GenSettings(max_new_tokens=64, temperature=0.7, top_p=0.9, seed=3)
+    assert turn_body(msgs, "gpt-4o-mini", greedy) == {"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.0,
+                                                      "max_tokens": 64}
+    assert turn_body(msgs, "gpt-4o-mini", sampled) == {"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.7,
+                                                       "max_tokens": 64, "seed": 3, "top_p": 0.9}
+    # o-series / gpt-5 take max_completion_tokens and only the default temperature and top_p: left out, not refused
+    assert turn_body(msgs, "o4-mini", greedy) == {"model": "o4-mini", "messages": msgs, "max_completion_tokens": 64}
+    assert turn_body(msgs, "gpt-5-mini", sampled) == {"model": "gpt-5-mini", "messages": msgs,
+                                                      "max_completion_tokens": 64, "seed": 3}

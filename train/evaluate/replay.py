@@ -222,11 +222,13 @@ def replay_local(model, tokenizer, tokens, chats: list[Dialogue], systems: dict[
 
 def turn_body(messages: list[dict[str, str]], model: str, gen: GenSettings) -> dict[str, Any]:
     """The chat-completions body for one turn (the LLM step's request; its hash is the cache key)."""
-    from datagen.llm import LLMConfig, chat_body
+    from datagen.llm import LLMConfig, chat_body, uses_max_completion_tokens
 
     body = chat_body(messages, LLMConfig(model=model, temperature=gen.temperature, max_tokens=gen.max_new_tokens))
     if gen.sample:
-        body.update(top_p=gen.top_p, seed=gen.seed)
+        body["seed"] = gen.seed
+        if not uses_max_completion_tokens(model):  # OpenAI's reasoning models take only the default top_p
+            body["top_p"] = gen.top_p
     return body
 
 
