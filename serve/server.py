@@ -21,13 +21,11 @@ from train.personas import PersonaPrompt
 
 def checkpoint_problem(cfg: TrainConfig, use: str, make: str) -> str | None:
     """Why the in-process backend cannot start (no adapter / merged model), naming `make`, the command that fixes it."""
-    has_adapter = (cfg.checkpoint_dir / "adapter_config.json").is_file()
-    has_merged = (cfg.merged_dir / "config.json").is_file()
-    if use == "merged" and not has_merged:
+    if use == "merged" and not cfg.has_merged:
         return f"no merged model in {cfg.merged_dir}: run `make merge` first (or serve the adapter: leave out --merged)"
-    if use == "adapter" and not has_adapter:
+    if use == "adapter" and not cfg.has_adapter:
         return f"no adapter in {cfg.checkpoint_dir}: run `{make}` first"
-    if not (has_adapter or has_merged):
+    if not (cfg.has_adapter or cfg.has_merged):
         return f"no checkpoint in {cfg.checkpoint_dir}: run `{make}` first to make one"
     return None
 

@@ -59,15 +59,14 @@ def main(argv: list[str] | None = None, out=print) -> int:
         overrides = "".join(f" {shlex.quote(o)}" for o in args.overrides)
         out(f"then, for the page and the persona API: python -m serve --config {shlex.quote(args.config)}"
             f"{overrides} --upstream {upstream}")
-        has_adapter = (cfg.checkpoint_dir / "adapter_config.json").is_file()
-        if not has_adapter:
+        if not cfg.has_adapter:
             out(f"note: no adapter in {cfg.checkpoint_dir} yet; `make train CONFIG={args.config}` makes it")
         if args.print_only:
             return 0
         if shutil.which("vllm") is None:
             out("vllm is not installed here (it needs a CUDA GPU: pip install vllm); run the command above where it is")
             return 0
-        if not has_adapter:
+        if not cfg.has_adapter:
             raise UserError(f"no adapter in {cfg.checkpoint_dir}: train first (make train CONFIG={args.config})")
         sys.stdout.flush()
         os.execvp(cmd[0], cmd)  # vLLM takes over this process: Ctrl-C and exit codes are its own

@@ -39,10 +39,9 @@ def load_chat_model(cfg: TrainConfig, use: str = "auto"):
     check_runtime(cfg, for_training=False)
     device = resolve_device(cfg)
     merged = cfg.merged_dir
-    has_merged = (merged / "config.json").is_file()
-    if use == "merged" and not has_merged:
+    if use == "merged" and not cfg.has_merged:
         raise ModelSourceError(f"no merged model in {merged}; run `python -m train merge --config ...` first")
-    if use == "merged" or (use == "auto" and has_merged):
+    if use == "merged" or (use == "auto" and cfg.has_merged):
         tokenizer, tokens = load_tokenizer(cfg, source=merged)
         model = load_base_model(cfg, device, quantized=False, dtype=cfg.merge_dtype, source=merged)
         what = f"merged model {merged}"

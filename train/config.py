@@ -185,6 +185,16 @@ class TrainConfig:
         """Where `merge` writes the full bf16 model."""
         return self.checkpoint_dir / "merged"
 
+    @property
+    def has_adapter(self) -> bool:
+        """Whether training left an adapter in `checkpoint_dir` (what chat, eval, merge and serve look for)."""
+        return (self.checkpoint_dir / "adapter_config.json").is_file()
+
+    @property
+    def has_merged(self) -> bool:
+        """Whether `merge` left a full model in `merged_dir`."""
+        return (self.merged_dir / "config.json").is_file()
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

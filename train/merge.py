@@ -21,7 +21,7 @@ from train.personas import PERSONAS_FILE
 
 def require_adapter(cfg: TrainConfig) -> Path:
     adapter = cfg.checkpoint_dir
-    if not (adapter / "adapter_config.json").is_file():
+    if not cfg.has_adapter:
         raise ModelSourceError(f"no adapter in {adapter}; train first (python -m train train --config ...) or set "
                                "name=/output_dir= to the checkpoint you trained")
     return adapter

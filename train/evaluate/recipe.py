@@ -108,16 +108,8 @@ def base_identity(cfg: TrainConfig) -> dict[str, Any]:
             "config": _weights_digest(local, ("config.json",)) if local.is_dir() else None}
 
 
-def has_adapter(cfg: TrainConfig) -> bool:
-    return (cfg.checkpoint_dir / "adapter_config.json").is_file()
-
-
-def has_merged(cfg: TrainConfig) -> bool:
-    return (cfg.merged_dir / "config.json").is_file()
-
-
 def require_checkpoint(cfg: TrainConfig, demo: bool = False) -> None:
-    if not (has_adapter(cfg) or has_merged(cfg)):
+    if not (cfg.has_adapter or cfg.has_merged):
         make = ("`make demo` (python -m train demo) trains it" if demo else
                 "train one with `python -m train train --config <config>` (make train), or set name=/output_dir= "
                 "to the checkpoint you trained")
@@ -147,7 +139,7 @@ class LocalModel:
 
         self.free()
         if which == "checkpoint":
-            use = "adapter" if has_adapter(self.cfg) else "merged"
+            use = "adapter" if self.cfg.has_adapter else "merged"
             self.log(f"loading {self.cfg.model} + adapter {self.cfg.checkpoint_dir} ..." if use == "adapter"
                      else f"loading merged model {self.cfg.merged_dir} ...")
             model, tokenizer, tokens, _ = load_chat_model(self.cfg, use)
@@ -164,7 +156,7 @@ class LocalModel:
         """(model, tokenizer, tokens) as `name` runs: `base` without the adapter."""
         if name == "fine_tuned":
             yield self._get("checkpoint")
-        elif has_adapter(self.cfg):
+        elif self.cfg.has_adapter:
             model, tokenizer, tokens = self._get("checkpoint")
             with model.disable_adapter():  # peft: the same modules with LoRA off; nothing is copied
                 yield model, tokenizer, tokens
@@ -215,7 +207,7 @@ def gen_settings(cfg: TrainConfig, ecfg: EvalConfig) -> GenSettings:
 
 def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenSettings) -> dict[str, Plan]:
     sys_digest = hashlib.sha256(json.dumps(systems, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-    ckpt = (_digest_files(cfg.checkpoint_dir, CHECKPOINT_FILES) if has_adapter(cfg)
+    ckpt = (_digest_files(cfg.checkpoint_dir, CHECKPOINT_FILES) if cfg.has_adapter
             else _weights_digest(cfg.merged_dir, ("config.json",) + CHECKPOINT_FILES))
     common = {"gen": gen.__dict__, "systems": sys_digest}
     out: dict[str, Plan] = {}
@@ -231,10 +223,10 @@ def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenS
                      "checkpoint": ckpt if c == "fine_tuned" else None}
             out[c] = Plan(c, settings_key(ident), f"{name} at {redact_url(ecfg.base_url)}", name, ecfg.base_url)
         else:
-            tok = _digest_files(cfg.checkpoint_dir if has_adapter(cfg) else cfg.merged_dir, CHECKPOINT_FILES[3:6])
+            tok = _digest_files(cfg.checkpoint_dir if cfg.has_adapter else cfg.merged_dir, CHECKPOINT_FILES[3:6])
             ident = {"condition": c, "server": None, "base": base_identity(cfg), "tokenizer": tok, **common,
                      "checkpoint": ckpt if c == "fine_tuned" else None}
-            model = (f"{cfg.model} + adapter {cfg.checkpoint_dir}" if has_adapter(cfg) else f"{cfg.merged_dir}") \
+            model = (f"{cfg.model} + adapter {cfg.checkpoint_dir}" if cfg.has_adapter else f"{cfg.merged_dir}") \
                 if c == "fine_tuned" else f"{cfg.model}, adapter disabled"
             out[c] = Plan(c, settings_key(ident), model)
     return out
