@@ -17,6 +17,7 @@ expose `complete`, `open_stream`, `health` and `aclose`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +37,24 @@ from train.personas import PersonaPrompt
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
+class DropQuery(logging.Filter):
+    """Access-log lines without the query string: a client may put its key there (`?api_key=sk-...`), and
+    uvicorn's access log prints the whole path. Keeps the line, drops everything after `?`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
+def hide_queries_in_access_log() -> None:
+    """Install `DropQuery` on uvicorn's access logger (once; called when the app starts)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, DropQuery) for f in logger.filters):
+        logger.addFilter(DropQuery())
+
+
 class Backend(Protocol):
     kind: str
     description: str
@@ -51,6 +70,7 @@ def create_app(backend: Backend, personas: dict[str, PersonaPrompt], cfg: ServeC
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        hide_queries_in_access_log()  # after uvicorn has set up its loggers
         yield
         await backend.aclose()
 

@@ -370,9 +370,11 @@ def test_with_an_api_key_every_api_request_needs_it_and_it_is_never_logged(tiny,
         assert reply.usage.completion_tokens <= 3
         with pytest.raises(AuthenticationError):
             OpenAI(base_url=server.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        # a client that puts its key in the query string (the header is what counts: still 401)
+        assert http_json(server.url, "GET", f"/v1/models?api_key={key}")[0] == 401
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "/v1/chat/completions" in logged  # the access log was on...
-    assert key not in logged                 # ...and the key never reached it
+    assert "/v1/chat/completions" in logged and "GET /v1/models?… HTTP/1.1" in logged  # the access log was on...
+    assert key not in logged                                                          # ...and the key never reached it
 
 
 def test_the_page_and_health_are_served(tiny):
