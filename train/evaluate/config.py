@@ -12,7 +12,6 @@ raised together as a `ConfigError` (one line each, each naming the fix) before a
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,7 +189,3 @@ def parse_conditions(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(c.strip() for c in text.split(",") if c.strip())
-
-
-def judge_url(ecfg: EvalConfig) -> str | None:
-    return ecfg.judge_base_url or os.environ.get("OPENAI_BASE_URL") or None
