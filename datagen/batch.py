@@ -30,9 +30,10 @@ from datagen.cost import BATCH_DISCOUNT, Budget, TokenCounter, cost_usd
 from datagen.errors import UserError
 from datagen.generate import (AcceptorHandle, GenerateConfig, RunFiles, RunLock, TypeStats, append_config,
                               apply_verdicts, check_run_model, estimate_output_tokens, open_states, plan_request,
-                              pool_spec, run_history)
+                              pool_spec)
 from datagen.generate.state import repair_run_files
-from datagen.llm import ChatResult, LLMConfig, Usage, read_completion
+from datagen.llm import ChatResult, LLMConfig, Usage
+from datagen.runs import generator_model
 from datagen.schema import MBTI_TYPES, JsonlAppender, LineError, iter_jsonl, write_jsonl
 from datagen.step import Call, LLMStep
 
@@ -123,8 +124,7 @@ def _load_plan(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def run_model(cfg: GenerateConfig) -> GenerateConfig:
     """`cfg` with the model the run was planned with (recorded by --batch-out or generate), when one was."""
-    models = [h["config"].get("llm", {}).get("model") for h in run_history(cfg.run_dir)]
-    model = next((m for m in reversed(models) if m), None)
+    model = generator_model(cfg.run_dir)
     if model is None or model == cfg.llm.model:
         return cfg
     return replace(cfg, llm=replace(cfg.llm, model=model))
@@ -212,14 +212,8 @@ def _ingest_locked(cfg: GenerateConfig, types: tuple[str, ...], entries: list, r
                       "items": entry.get("items", []) if entry else []}
             answers.answers[key] = obj
             out = await step.run(Call({}, fields, kind=f"generate:{mbti}", key=key))
-            s.stats.requests += 1
-            if not out.answered:
-                s.stats.failed["batch_error"] += 1
+            if not s.stats.count_sent(out):  # a failed batch answer is stored with error "batch_error"
                 continue
-            usage = read_completion(out.line["completion"]).usage
-            s.stats.prompt_tokens += usage.prompt_tokens
-            s.stats.completion_tokens += usage.completion_tokens
-            s.stats.cost += out.cost
             apply_verdicts(out.line, acceptor.judge_now(out.line), s, files)
 
     try:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datagen.errors import UserError
+from datagen.runs import DEFAULT_OUT
 from datagen.seeds import DEFAULT_SEEDS_DIR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,7 +25,7 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 SeedsDir = typer.Option(DEFAULT_SEEDS_DIR, "--seeds", help="The seeds folder (personas/, topics.yaml, dialogues/).")
-Out = typer.Option(Path("outputs"), "--out", help="The outputs root, the same for every stage: runs in OUT/runs, datasets "
+Out = typer.Option(DEFAULT_OUT, "--out", help="The outputs root, the same for every stage: runs in OUT/runs, datasets "
                    "in OUT/dataset, checkpoints and evals beside them.")
 Set = typer.Option([], "--set", metavar="KEY=VALUE", help="Override any field of the stage's config (dotted into nested "
                    "ones, e.g. checks.near_dup_threshold=0.5); repeat for more. Unknown keys name the closest valid ones.")
@@ -341,11 +342,9 @@ def _price(price_in: Optional[float], price_out: Optional[float]):
 
 
 def _generator_model(run_dir: Path) -> Optional[str]:
-    from datagen.runs import run_history
+    from datagen.runs import generator_model
 
-    models = [h["config"].get("llm", {}).get("model") for h in run_history(run_dir)
-              if h.get("command") in ("generate", "batch-out", "ingest-batch")]
-    return next((m for m in reversed(models) if m), None)
+    return generator_model(run_dir)
 
 
 def main() -> None:

@@ -167,7 +167,11 @@ class TokenCounter:
         return approx_tokens(text)
 
     def count_messages(self, messages: Sequence[dict[str, str]]) -> int:
-        return sum(MESSAGE_OVERHEAD_TOKENS + self.count(m.get("content") or "") for m in messages) + REPLY_PRIMING_TOKENS
+        return count_messages(messages, self.count)
+
+
+def count_messages(messages: Sequence[dict[str, str]], count: Callable[[str], int]) -> int:
+    return sum(MESSAGE_OVERHEAD_TOKENS + count(m.get("content") or "") for m in messages) + REPLY_PRIMING_TOKENS
 
 
 def format_usd(x: float | None) -> str:
@@ -259,8 +263,7 @@ class Budget:
         """Prompt tokens of a body for the worst case: counted (messages + response_format), then scaled up
         by the largest billed/counted ratio seen for this kind of request (1.0 until one was billed)."""
         count = self.counter.count if self.counter is not None else approx_tokens
-        n = sum(MESSAGE_OVERHEAD_TOKENS + count(m.get("content") or "") for m in body.get("messages") or [])
-        n += REPLY_PRIMING_TOKENS
+        n = count_messages(body.get("messages") or [], count)
         if body.get("response_format"):  # OpenAI bills a structured-output schema as prompt tokens
             n += count(json.dumps(body["response_format"], ensure_ascii=False))
         return math.ceil(n * max(1.0, self._ratio.get(kind, 1.0)))
@@ -274,6 +277,8 @@ class Budget:
 
     def learn(self, body: dict[str, Any], kind: str, usage: Usage) -> None:
         """Remember how the server's prompt count compares with ours for this kind of request."""
+        if self.price is None or self.max_cost is None:  # the ratio only feeds worst_case, 0.0 then
+            return
         counted = self.prompt_tokens(body, "")
         if counted and usage.prompt_tokens:
             self._ratio[kind] = max(self._ratio.get(kind, 1.0), usage.prompt_tokens / counted)

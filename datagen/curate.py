@@ -48,15 +48,13 @@ from datagen.checks import CheckConfig, first_violation
 from datagen.dedup import SCHEME, SEED, band_keys, dialogue_text, near_duplicates, rows_per_band, signatures
 from datagen.errors import UserError
 from datagen.naturalness import summarise, unnatural
-from datagen.runs import append_config
+from datagen.runs import DEFAULT_OUT, append_config
 from datagen.schema import MBTI_TYPES, Dialogue, RecordError
 from datagen.seeds import DEFAULT_SEEDS_DIR
-from datagen.text import dedup_normalize
 
 if TYPE_CHECKING:
     from datagen.judge import Judge
 
-DEFAULT_OUT = Path("outputs")
 CURATED_FILE = "curated.jsonl"
 REJECTED_FILE = "curated_rejected.jsonl"  # generate writes its own rejected.jsonl in the same folder
 REPORT_FILE = "report.json"
@@ -251,11 +249,6 @@ def add_dedup_keys(items: list[Item], cfg: CurateConfig) -> None:
     keys = band_keys(sigs, cfg.rules.near_dup_bands, rows_per_band(cfg.rules))
     for it, text, sig, k in zip(items, normalised, sigs, keys):
         it.exact_key, it.signature, it.band_keys = _digest(text), sig.tobytes(), k.tobytes()
-
-
-def exact_key(d: Dialogue) -> bytes:
-    """Digest of the normalised text (NFC, collapsed whitespace, ㅋㅋㅋ/ㅎㅎㅎ/!!! runs compressed)."""
-    return _digest(dedup_normalize(d.text))
 
 
 def _digest(normalised: str) -> bytes:

@@ -54,8 +54,8 @@ _BAND_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.
 
 
 def dialogue_text(d: Dialogue) -> str:
-    """What near-duplicate detection compares: the messages' text (no role tags, no system text), normalised."""
-    return dedup_normalize("\n".join(m["content"] for m in d.messages if m["role"] != "system"))
+    """What near-duplicate detection compares: the messages' text (`Dialogue.text`, no role tags), normalised."""
+    return dedup_normalize(d.text)
 
 
 def dialogue_shingles(d: Dialogue, n: int) -> set[str]:

@@ -358,8 +358,9 @@ class Judge:
             raise UserError("--judge needs a model: set OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL / --base-url for "
                             "a local OpenAI-compatible server (vLLM, Ollama, llama.cpp)")
         if max_cost is not None and self.price is None:
+            prefix = cap_flag[:-len("max-cost")]  # --max-cost -> --price-in; --judge-max-cost -> --judge-price-in
             raise UserError(f"no price known for judge model {cfg.llm.model}, so {cap_flag} cannot be enforced; pass "
-                            "--price-in and --price-out (USD per 1M tokens; 0 for a local server)")
+                            f"{prefix}price-in and {prefix}price-out (USD per 1M tokens; 0 for a local server)")
 
     def resolved(self) -> dict[str, Any]:
         """The judge's settings as recorded in a run's history (no credentials)."""

@@ -136,9 +136,10 @@ def unknown_key_problem(key: str, keys: list[str], where: str) -> str:
     return f"{where}: unknown key '{key}'{hint}"
 
 
-def apply_overrides(cfg: Any, items: list[str] | dict[str, str], where: str = "--set") -> Any:
-    """A copy of the config dataclass `cfg` with the overrides applied (nested keys dotted)."""
-    values, problems = parse_overrides(items) if isinstance(items, list) else (dict(items), [])
+def apply_overrides(cfg: Any, items: list[str]) -> Any:
+    """A copy of the config dataclass `cfg` with the `--set key=value` overrides applied (nested keys dotted)."""
+    where = "--set"
+    values, problems = parse_overrides(items)
     keys = config_keys(type(cfg))
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in values.items():

@@ -39,11 +39,10 @@ import huggingface_hub  # lazy module: importing it costs nothing until an attri
 
 from datagen import card
 from datagen.errors import UserError
-from datagen.runs import append_config, run_history
+from datagen.runs import DEFAULT_OUT, append_config, run_history
 from datagen.schema import MBTI_TYPES, Dialogue, read_jsonl
 from datagen.seeds import DEFAULT_SEEDS_DIR, Persona, load_personas, seed_pool
 
-DEFAULT_OUT = Path("outputs")
 CURATED_FILE = "curated.jsonl"
 FOLDER_ENTRIES = frozenset({"README.md", "data", "plots"})  # everything a dataset folder holds
 

@@ -17,6 +17,10 @@ from datagen.schema import JsonlAppender, iter_jsonl
 CONFIG_HISTORY = "config.jsonl"
 
 
+DEFAULT_OUT = Path("outputs")
+"""The outputs root every stage shares (`--out`): runs in OUT/runs, datasets in OUT/dataset, ..."""
+
+
 def run_history(run_dir: Path) -> list[dict[str, Any]]:
     """Every invocation recorded in the run's config.jsonl, oldest first (older runs: their config.json)."""
     path = run_dir / CONFIG_HISTORY
@@ -27,6 +31,13 @@ def run_history(run_dir: Path) -> list[dict[str, Any]]:
         return [{"command": "generate", "config": json.loads(old.read_text(encoding="utf-8"))}] if old.exists() else []
     except (OSError, ValueError):
         return []
+
+
+def generator_model(run_dir: Path) -> str | None:
+    """The model that generated the run: the last one generate, --batch-out or ingest-batch recorded."""
+    models = [h["config"].get("llm", {}).get("model") for h in run_history(run_dir)
+              if h.get("command") in ("generate", "ingest-batch", "batch-out")]
+    return next((m for m in reversed(models) if m), None)
 
 
 def append_config(run_dir: Path, command: str, config: dict[str, Any]) -> None:

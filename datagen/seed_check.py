@@ -125,10 +125,11 @@ def check_seeds(seeds_dir: str | Path = DEFAULT_SEEDS_DIR, cfg: SeedCheckConfig 
                 problems.append(LineError(path, line, "exact_duplicate", f"same text as {p}:{l}"))
             else:
                 exact[key] = (path, line)
-                if hit := near.query(d):
+                sig = near.signature(d)
+                if hit := near.query(sig):
                     p, l = where[hit[0]]
                     problems.append(LineError(path, line, "near_duplicate", f"character {cfg.rules.near_dup_ngram}-gram Jaccard ~{hit[1]:.2f} with {p}:{l}"))
-                near.insert(d.id, d)
+                near.insert(d.id, sig)
                 where[d.id] = (path, line)
         st.topics = len(seen_topics)
         if st.dialogues < cfg.min_dialogues and Path(path).exists():  # a missing file is reported once already

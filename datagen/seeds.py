@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from datagen.prompts import REGISTERS
 from datagen.schema import MBTI_TYPES, Dialogue, LineError, read_jsonl_numbered
 
 def _default_seeds_dir() -> Path:
@@ -31,8 +32,7 @@ PERSONA_KEYS: dict[str, type] = {
 FUNCTION_KEYS = ("dominant", "auxiliary")
 STYLE_KEYS = ("tone", "sentence_habits", "expressions", "length")
 REACTION_KEYS = ("worry", "conflict", "good_news", "plan_change")
-REGISTER_KEYS = ("존댓말", "반말")
-"""`speaking_style.expressions` may be a list, or a mapping with one list per register (the seeds use that)."""
+# `speaking_style.expressions` may be a list, or a mapping with one list per register (REGISTERS; the seeds use that).
 MIN_TRAITS = 5
 
 
@@ -80,7 +80,7 @@ class Persona:
         """
         ex = self.speaking_style["expressions"]
         if isinstance(ex, dict):
-            return [f"자주 쓰는 표현 ({reg} 대화에서): {', '.join(ex[reg])}" for reg in REGISTER_KEYS]
+            return [f"자주 쓰는 표현 ({reg} 대화에서): {', '.join(ex[reg])}" for reg in REGISTERS]
         return [f"자주 쓰는 표현: {', '.join(ex)}"]
 
     def system_prompt(self) -> str:
@@ -122,13 +122,13 @@ def _check_expressions(ex: Any, path: Path) -> list[LineError]:
         return isinstance(x, list) and bool(x) and all(isinstance(v, str) and v.strip() for v in x)
 
     if isinstance(ex, dict):
-        if set(ex) != set(REGISTER_KEYS) or not all(strings(ex[k]) for k in REGISTER_KEYS):
+        if set(ex) != set(REGISTERS) or not all(strings(ex[k]) for k in REGISTERS):
             return [_problem(path, "persona_field_type", "'speaking_style.expressions' as a mapping needs exactly "
-                             f"{' and '.join(REGISTER_KEYS)}, each a non-empty list of phrases")]
+                             f"{' and '.join(REGISTERS)}, each a non-empty list of phrases")]
         return []
     if ex is not None and not strings(ex):
         return [_problem(path, "persona_field_type", "'speaking_style.expressions' must be a list of phrases, or "
-                         f"{' / '.join(REGISTER_KEYS)} lists")]
+                         f"{' / '.join(REGISTERS)} lists")]
     return []
 
 

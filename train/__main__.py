@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from datagen.runs import DEFAULT_OUT
 from train.cli import guarded
 
 DEFAULT_CONFIG = "train/configs/bllossom-8b.yaml"
@@ -75,7 +76,7 @@ def out_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "out", None) is not None:
         out.append(f"output_dir={Path(args.out) / 'checkpoints'}")
     if getattr(args, "run", None) is not None:
-        out.append(f"dataset={Path(args.out or 'outputs') / 'dataset' / args.run}")
+        out.append(f"dataset={Path(args.out or DEFAULT_OUT) / 'dataset' / args.run}")
     return out
 
 
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
         from train.evaluate.config import parse_conditions
 
         fields = {k: getattr(args, k) for k in EVAL_FIELDS}
-        fields["out"] = args.out or "outputs"
+        fields["out"] = args.out or str(DEFAULT_OUT)
         ecfg = EvalConfig(conditions=parse_conditions(args.conditions), **fields)
         cfg, ref = _checkpoint_config(args)  # both configs are checked before anything is loaded
         evaluate(cfg, ecfg, demo=args.demo, config_ref=ref)

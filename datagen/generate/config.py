@@ -13,6 +13,7 @@ from datagen.cost import Price, price_for
 from datagen.errors import UserError
 from datagen.llm import LLMConfig
 from datagen.schema import MBTI_TYPES
+from datagen.runs import DEFAULT_OUT
 from datagen.seeds import DEFAULT_SEEDS_DIR
 
 ACCEPTORS = ("auto", "inline", "process")
@@ -37,7 +38,7 @@ class GenerateConfig:
     """Accepted dialogues per type in the run, in all (earlier invocations count)."""
     run: str | None = None
     """Run name (a folder under out_dir/runs); None: `default_run_name(model)`, so a rerun resumes."""
-    out_dir: Path = Path("outputs")
+    out_dir: Path = DEFAULT_OUT
     """Where runs live."""
     seeds_dir: Path = DEFAULT_SEEDS_DIR
     """personas/, topics.yaml and dialogues/."""

@@ -21,16 +21,16 @@ from datagen.generate.planning import plan_request
 from datagen.generate.state import (RunFiles, RunLock, RunStats, TypeState, apply_verdicts, check_run_model,
                                     open_states, pool_spec, repair_run_files, replay_stored, run_spend)
 from datagen.runs import append_config
-from datagen.llm import LLMClient, LLMFatalError, read_completion, resolve_base_url
+from datagen.llm import LLMClient, LLMFatalError, resolve_base_url
 from datagen.step import Call, LLMStep, StageStopped
 
 
-def request_call(s: TypeState, cfg: GenerateConfig) -> tuple[Call, int]:
+def request_call(s: TypeState, cfg: GenerateConfig) -> Call:
     """The next request of a type as a `Call` (its raw line records what the prompt showed)."""
     p = plan_request(s.plan, s.take_index(), cfg)
     fields = {"mbti": p.mbti, "request_index": p.index, "examples": list(p.examples),
               "items": [list(x) for x in p.items]}
-    return Call(p.body, fields, kind=f"generate:{p.mbti}", key=p.request_hash), p.index
+    return Call(p.body, fields, kind=f"generate:{p.mbti}", key=p.request_hash)
 
 
 class Scheduler:
@@ -40,7 +40,6 @@ class Scheduler:
                  progress: Callable[[RunStats], None], step: LLMStep, acceptor: AcceptorHandle):
         self.cfg, self.states, self.files, self.stats = cfg, states, files, stats
         self.progress, self.step, self.acceptor = progress, step, acceptor
-        self.by_type = {s.mbti: s for s in states}
         self.cond = asyncio.Condition()
         self.fatal = ""
 
@@ -70,23 +69,12 @@ class Scheduler:
 
     async def run_job(self, s: TypeState) -> None:
         try:
-            call, index = request_call(s, self.cfg)  # planned now: it shows the freshest accepted examples
+            call = request_call(s, self.cfg)  # planned now: it shows the freshest accepted examples
             out = await self.step.run(call)
-            st = s.stats
-            if out.sent:
-                st.requests += 1
-                if not out.answered:
-                    st.failed[out.line.get("error") or "failed"] += 1
-                    return
-                usage = read_completion(out.line["completion"]).usage
-                st.prompt_tokens += usage.prompt_tokens
-                st.completion_tokens += usage.completion_tokens
-                st.cost += out.cost
-            elif out.answered:
-                st.cached += 1
-            else:
-                return  # a stored failure: planned again under a new index
-            s.stored_indices.add(index)
+            if not out.sent:
+                s.stats.cached += 1
+            elif not s.stats.count_sent(out):
+                return
             apply_verdicts(out.line, await self.acceptor.judge(out.line), s, self.files)
         except BudgetExhausted as e:
             self.stats.stop_reason = self.stats.stop_reason or str(e)
@@ -126,12 +114,12 @@ def first_request_check(cfg: GenerateConfig, states: list[TypeState], budget: Bu
     s = next((s for s in states if not s.stats.done), None)
     if s is None:
         return
-    call = Call(plan_request(s.plan, 0, cfg).body)
-    worst = budget.worst_case(call.body, f"generate:{s.mbti}")
+    body = plan_request(s.plan, 0, cfg).body
+    worst = budget.worst_case(body, f"generate:{s.mbti}")
     if worst > cfg.max_cost:
         need = math.ceil(worst * 1e4) / 1e4
         raise UserError(f"--max-cost {format_usd(cfg.max_cost)} is below what one request may cost: up to "
-                        f"{format_usd(worst)} (~{budget.prompt_tokens(call.body):,} prompt tokens + max_tokens "
+                        f"{format_usd(worst)} (~{budget.prompt_tokens(body):,} prompt tokens + max_tokens "
                         f"{cfg.llm.max_tokens:,} at ${cfg.model_price.input:g} / ${cfg.model_price.output:g} per 1M); "  # type: ignore[union-attr]
                         f"pass --max-cost {need:g} or more, or lower --max-tokens")
 
@@ -163,15 +151,10 @@ def _generate_locked(cfg: GenerateConfig, progress: Callable[[RunStats], None], 
     states = open_states(cfg, cfg.count, cfg.types)
     run_dir = cfg.run_dir
     budget = Budget(cfg.max_cost, cfg.model_price, TokenCounter(cfg.llm.model) if cfg.max_cost is not None else None,
-                    spent_before=run_spend(run_dir, cfg.model_price))
-    try:
-        first_request_check(cfg, states, budget)
-    except UserError:
-        for s in states:
-            s.store.close()
-        raise
+                    spent_before=run_spend(run_dir, cfg.model_price, {s.mbti: s.store for s in states}))
+    first_request_check(cfg, states, budget)
     append_config(run_dir, "generate", cfg.resolved())
-    stats = RunStats(cfg.run_name, run_dir, {s.mbti: s.stats for s in states}, spent_before=budget.spent_before,
+    stats = RunStats(cfg.run_name, run_dir, {s.mbti: s.stats for s in states},
                      budget=budget, notices=repaired)
     files = RunFiles(run_dir)
     acceptor = AcceptorHandle(cfg, [pool_spec(s) for s in states], cfg.accept_in_process)

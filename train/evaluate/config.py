@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datagen import runs
 from datagen.llm import redact_url
 from train.config import ConfigError
 
 CONDITIONS = ("fine_tuned", "base", "reference")
 """fine_tuned: the base with the adapter (or the merged model); base: the same base and system prompt, adapter
 disabled; reference: any OpenAI-compatible model prompted with the same system prompt."""
-DEFAULT_OUT = "outputs"
+DEFAULT_OUT = str(runs.DEFAULT_OUT)
 EVAL_DIR = "eval"  # evaluations live in <out>/eval/<name>/, beside runs/, dataset/ and checkpoints/
 
 

@@ -260,9 +260,6 @@ def make_judge(ecfg: EvalConfig, folder: Path, log: Callable[[str], None]):
     from datagen.judge import Judge, JudgeConfig
 
     price = model_price(ecfg, "judge")
-    if ecfg.judge_max_cost is not None and price is None:
-        raise UserError(f"no price known for judge model {ecfg.judge_model}, so --judge-max-cost cannot be enforced; "
-                        "pass --judge-price-in and --judge-price-out (USD per 1M tokens; 0 for a local server)")
     # The judge's own defaults (temperature 0, 600 tokens), on the model and server asked for.
     llm = replace(JudgeConfig().llm, model=ecfg.judge_model, base_url=ecfg.judge_base_url,
                   concurrency=ecfg.judge_concurrency, max_attempts=ecfg.judge_max_attempts)
