@@ -259,27 +259,38 @@ class Budget:
         """USD not spent and not reserved (None: no cap)."""
         return None if self.max_cost is None else self.max_cost - self.spent - self.reserved
 
-    def prompt_tokens(self, body: dict[str, Any], kind: str = "") -> int:
-        """Prompt tokens of a body for the worst case: counted (messages + response_format), then scaled up
-        by the largest billed/counted ratio seen for this kind of request (1.0 until one was billed)."""
+    @property
+    def capped(self) -> bool:
+        """Whether requests are reserved against a cap (a cap and a price): else nothing needs counting."""
+        return self.max_cost is not None and self.price is not None
+
+    def count(self, body: dict[str, Any]) -> int:
+        """Prompt tokens of a body as counted here (messages + response_format), before any scaling."""
         count = self.counter.count if self.counter is not None else approx_tokens
         n = count_messages(body.get("messages") or [], count)
         if body.get("response_format"):  # OpenAI bills a structured-output schema as prompt tokens
             n += count(json.dumps(body["response_format"], ensure_ascii=False))
+        return n
+
+    def prompt_tokens(self, body: dict[str, Any], kind: str = "", counted: int | None = None) -> int:
+        """Prompt tokens of a body for the worst case: `count` (or `counted`, when the caller has it), scaled up
+        by the largest billed/counted ratio seen for this kind of request (1.0 until one was billed)."""
+        n = self.count(body) if counted is None else counted
         return math.ceil(n * max(1.0, self._ratio.get(kind, 1.0)))
 
-    def worst_case(self, body: dict[str, Any], kind: str = "") -> float:
+    def worst_case(self, body: dict[str, Any], kind: str = "", counted: int | None = None) -> float:
         """USD a request can cost at most: its prompt (see `prompt_tokens`) and its whole `max_tokens`.
         0.0 without a cap (nothing to reserve) or a price."""
-        if self.price is None or self.max_cost is None:
+        if not self.capped:
             return 0.0
-        return (self.prompt_tokens(body, kind) * self.price.input + max_tokens_of(body) * self.price.output) / 1e6
+        return (self.prompt_tokens(body, kind, counted) * self.price.input  # type: ignore[union-attr]
+                + max_tokens_of(body) * self.price.output) / 1e6  # type: ignore[union-attr]
 
-    def learn(self, body: dict[str, Any], kind: str, usage: Usage) -> None:
+    def learn(self, body: dict[str, Any], kind: str, usage: Usage, counted: int | None = None) -> None:
         """Remember how the server's prompt count compares with ours for this kind of request."""
-        if self.price is None or self.max_cost is None:  # the ratio only feeds worst_case, 0.0 then
+        if not self.capped:  # the ratio only feeds worst_case, 0.0 then
             return
-        counted = self.prompt_tokens(body, "")
+        counted = self.prompt_tokens(body, "", counted)
         if counted and usage.prompt_tokens:
             self._ratio[kind] = max(self._ratio.get(kind, 1.0), usage.prompt_tokens / counted)
 

@@ -184,7 +184,8 @@ class LLMStep(Generic[T]):
             out.cached += 1
             self.cached += 1
             return line
-        worst = self.budget.worst_case(call.body, call.kind)
+        counted = self.budget.count(call.body) if self.budget.capped else None  # once, for reserve and learn
+        worst = self.budget.worst_case(call.body, call.kind, counted)
         await self.budget.reserve(worst)
         actual = 0.0
         try:
@@ -194,7 +195,7 @@ class LLMStep(Generic[T]):
             cost = None
             if res.completion is not None:
                 usage = read_completion(res.completion).usage
-                self.budget.learn(call.body, call.kind, usage)
+                self.budget.learn(call.body, call.kind, usage, counted)
                 cost = billed(usage, self.budget.price, batch=self.source == "batch")
                 actual = cost["usd"] if cost else 0.0
             line = raw_line(call, res, source=self.source, cost=cost)
