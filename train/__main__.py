@@ -129,13 +129,6 @@ def _eval_parser(sub, overrides_help: str) -> None:
                         "(default: only when no more thorough evaluation is in it)")
 
 
-EVAL_FIELDS = ("prompts", "split", "limit_per_type", "name", "out", "base_url", "adapter_name", "served_base",
-               "reference_model", "reference_base_url", "reference_max_cost", "reference_price_in",
-               "reference_price_out", "max_new_tokens", "temperature", "top_p", "seed", "batch_size",
-               "concurrency", "loss", "judge_model", "judge_base_url", "judge_max_cost", "judge_price_in",
-               "judge_price_out", "judge_concurrency", "judge", "update_card")
-
-
 def _checkpoint_config(args: argparse.Namespace):
     """The training config of the checkpoint: --demo's, else --config (default bllossom-8b) + overrides."""
     from train.config import load_config
@@ -161,7 +154,8 @@ def run(args: argparse.Namespace) -> None:
         from train.evaluate import EvalConfig, evaluate
         from train.evaluate.config import parse_conditions
 
-        fields = {k: getattr(args, k) for k in EVAL_FIELDS}
+        # every eval option is named after its EvalConfig field (--conditions is parsed first)
+        fields = {k: v for k, v in vars(args).items() if k in EvalConfig.__dataclass_fields__ and k != "conditions"}
         fields["out"] = args.out or str(DEFAULT_OUT)
         ecfg = EvalConfig(conditions=parse_conditions(args.conditions), **fields)
         cfg, ref = _checkpoint_config(args)  # both configs are checked before anything is loaded

@@ -99,23 +99,13 @@ def card_header(cfg: TrainConfig, dataset_id: str | None, license: str) -> dict[
     return header
 
 
-def _fmt(value: Any, kind: str) -> str:
-    from train.evaluate.report import fmt
-
-    return fmt(value, kind)
-
-
-def _get(block: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        block = block.get(key) if isinstance(block, dict) else None
-    return block
-
-
 def eval_section(results: dict[str, Any] | None, config_path: str) -> str:
     if not results:
         return ("## Evaluation\n\nNot evaluated yet. `python -m train eval --config " + config_path + "` replays the "
                 "held-out chats with this adapter and with the base model alone, has an LLM judge guess each "
                 "persona's type blind, and writes the table here.")
+    from train.evaluate.report import fmt, lookup, table  # the report's cells and tables (lazy: it imports the judge)
+
     conds = list(results["conditions"])
     setup = results.get("setup", {})
     blocks = results["conditions"]
@@ -129,14 +119,15 @@ def eval_section(results: dict[str, Any] | None, config_path: str) -> str:
              + (", `reference` another model prompted the same way" if "reference" in conds else "") + ". "
              + (f"The judge, `{results['judge_model']}`, sees only the assistant's turns and guesses the type "
                 "blind (chance: 6.25% for the full type, 50% per axis); it scores persona consistency against the "
-                "claimed type's profile." if results.get("judge_model") else "The judge did not run."), "",
-             "| metric | " + " | ".join(f"`{c}`" for c in conds) + " |", "|---|" + "---|" * len(conds)]
+                "claimed type's profile." if results.get("judge_model") else "The judge did not run."), ""]
+    rows = []
     for label, path, kind in CARD_ROWS:
         if kind == "loss":
-            cells = [f"{_fmt(blocks[c].get('loss'), 'f3')} / {_fmt(blocks[c].get('perplexity'), 'f2')}" for c in conds]
+            cells = [f"{fmt(blocks[c].get('loss'), 'f3')} / {fmt(blocks[c].get('perplexity'), 'f2')}" for c in conds]
         else:
-            cells = [_fmt(_get(blocks[c], path), kind) for c in conds]  # type: ignore[arg-type]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells = [fmt(lookup(blocks[c], path), kind) for c in conds]  # type: ignore[arg-type]
+        rows.append([label, *cells])
+    lines += table(["metric", *[f"`{c}`" for c in conds]], rows)
     held = (results.get("held_out") or {}).get("reply_chars_mean")
     if held is not None:
         lines += ["", f"The held-out chats' own replies average {held:.1f} characters."]

@@ -117,7 +117,7 @@ def chat_loop(cfg: TrainConfig, mbti: str, use: str = "auto", input_fn: Callable
               out: Callable[..., None] = print) -> None:
     """Interactive chat in the terminal; history kept until /reset."""
     check_type(mbti)  # a typo fails in a second
-    if not (cfg.checkpoint_dir.is_dir() or cfg.merged_dir.is_dir()):
+    if not cfg.checkpoint_dir.is_dir():  # merged/ lives inside it
         require_adapter(cfg)  # says which command makes one
     system = persona_for(checkpoint_personas(cfg, note=out), mbti).system_prompt  # before loading the model
     model, tokenizer, tokens, what = load_chat_model(cfg, use)

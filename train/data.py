@@ -321,15 +321,17 @@ def plan_chat(tokenizer, messages: list[dict[str, str]], info: TemplateInfo, fas
     problem = message_problem(messages)
     if problem:
         return problem
-    text = render(tokenizer, messages)
-    found = fast_spans(text, messages, info) if fast and info.fast else None
+    found = None
+    if fast and info.fast:
+        text = render(tokenizer, messages)
+        found = fast_spans(text, messages, info)
     if found is not None:
         spans, contents = found
-    else:
+    else:  # the reference path renders the whole chat itself: its text is the one to tokenise
         rendered = assistant_spans(tokenizer, messages)
         if isinstance(rendered, str):
             return rendered
-        spans, contents = rendered[1], None
+        (text, spans), contents = rendered, None
     literal = contents if control_text(messages, info) else []
     if literal is None:
         return "control_text"  # contents could not be located, so they cannot be kept literal
@@ -355,13 +357,19 @@ def label_chat(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple
             return "eot_missing"
         labels[idx] = ids_a[idx]
         turn_ends.append(int(idx[-1]) + 1)
-    if len(ids_a) <= max_seq_len:
-        return Encoded(list(ids), labels.tolist())
+    return fit(list(ids), labels.tolist(), turn_ends, max_seq_len)
+
+
+def fit(ids: list[int], labels: list[int], turn_ends: list[int], max_seq_len: int) -> Encoded | str:
+    """The chat as it is when it fits; else cut after the last assistant turn that ends within `max_seq_len`
+    (`too_long` when even the first does not)."""
+    if len(ids) <= max_seq_len:
+        return Encoded(ids, labels)
     fitting = [end for end in turn_ends if end <= max_seq_len]
     if not fitting:
         return "too_long"
     cut = fitting[-1]
-    return Encoded(list(ids[:cut]), labels[:cut].tolist(), truncated=True)
+    return Encoded(ids[:cut], labels[:cut], truncated=True)
 
 
 def encode_chat(tokenizer, messages: list[dict[str, str]], eot_id: int, max_seq_len: int,
@@ -426,13 +434,7 @@ def label_encoding(enc, spans: list[tuple[int, int]], eot_id: int, max_seq_len: 
             return "eot_missing"
         labels[first:last + 1] = ids[first:last + 1]
         turn_ends.append(last + 1)
-    if len(ids) <= max_seq_len:
-        return Encoded(ids, labels)
-    fitting = [end for end in turn_ends if end <= max_seq_len]
-    if not fitting:
-        return "too_long"
-    cut = fitting[-1]
-    return Encoded(ids[:cut], labels[:cut], truncated=True)
+    return fit(ids, labels, turn_ends, max_seq_len)
 
 
 def _encode_many(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], eot_id: int,
@@ -489,7 +491,6 @@ def encode_batch(batch: dict[str, list], tokenizer, eot_id: int, max_seq_len: in
 def _list_column(rows: list[list[int]], dtype) -> Any:
     """A list<int> Arrow column from Python lists, typed: pyarrow's type inference over nested lists
     costs ~7x more than this (bench/preprocess.py; ~1 s per column per 10k chats)."""
-    import numpy as np
     import pyarrow as pa
 
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
@@ -500,7 +501,6 @@ def _list_column(rows: list[list[int]], dtype) -> Any:
 
 def encode_table(batch: dict[str, list], tokenizer, eot_id: int, max_seq_len: int) -> Any:
     """`encode_batch` as a typed Arrow table, for `datasets.map` (the same columns and types it infers)."""
-    import numpy as np
     import pyarrow as pa
 
     out = encode_batch(batch, tokenizer, eot_id, max_seq_len)
@@ -514,7 +514,6 @@ def encode_split(ds, tokenizer, eot_id: int, max_seq_len: int, workers: int = 1)
 
     `datasets.map` over batches, in `workers` processes; the counts come from the encoded columns.
     """
-    import numpy as np
     import pyarrow.compute as pc
 
     # In worker processes the tokenizer's own Rust threads would compete with the other workers for the cores.
@@ -664,17 +663,24 @@ ENCODER_VERSION = 2
 """Part of every cache key: bump it when the encoding (labels, truncation, packing) changes."""
 
 
-def cache_key(rows, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: bool) -> str:
+def tokenizer_bytes(tokenizer) -> bytes:
+    """The tokenizer as `cache_key` hashes it (its whole serialisation: MBs for a 128k vocabulary)."""
+    return (tokenizer.backend_tokenizer.to_str().encode("utf-8") if hasattr(tokenizer, "backend_tokenizer")
+            else repr(sorted(tokenizer.get_vocab().items())).encode())
+
+
+def cache_key(rows, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: bool,
+              tok_bytes: bytes | None = None) -> str:
     """A fingerprint of what an encoded split depends on: the chats, the tokenizer and its template, the
-    end-of-turn and pad tokens, the length and packing, and this encoder's version."""
+    end-of-turn and pad tokens, the length and packing, and this encoder's version. `tok_bytes`: the
+    tokenizer's `tokenizer_bytes`, when the caller serialised it already (once for both splits)."""
     import hashlib
 
     h = hashlib.sha256()
     for part in (ENCODER_VERSION, tokens.eot, tokens.pad, cfg.max_seq_len, pack_rows, tokenizer.chat_template or "",
                  len(rows)):
         h.update(repr(part).encode())
-    h.update(tokenizer.backend_tokenizer.to_str().encode("utf-8") if hasattr(tokenizer, "backend_tokenizer")
-             else repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(tokenizer_bytes(tokenizer) if tok_bytes is None else tok_bytes)
     table = rows.select_columns(["messages"]).with_format("arrow")
     for start in range(0, len(rows), 10_000):  # hashing the Arrow buffers: ~1 s per 100k chats
         for chunk in table[start:start + 10_000].column("messages").chunks:
@@ -685,7 +691,7 @@ def cache_key(rows, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: 
 
 
 def encoded_split(rows, name: str, tokenizer, tokens: ChatTokens, cfg: TrainConfig, pack_rows: bool,
-                  log: Any = None):
+                  log: Any = None, tok_bytes: bytes | None = None):
     """(encoded and maybe packed split, EncodeStats, cache hit?), cached on disk by `cache_key`.
 
     The first process of a distributed run builds it (`datasets.map` in `preprocess_workers` processes)
@@ -694,7 +700,7 @@ def encoded_split(rows, name: str, tokenizer, tokens: ChatTokens, cfg: TrainConf
     import datasets
     from accelerate import PartialState
 
-    key = cache_key(rows, tokenizer, tokens, cfg, pack_rows)
+    key = cache_key(rows, tokenizer, tokens, cfg, pack_rows, tok_bytes)
     folder = cfg.data_cache_path / f"{name}-{key}"
     with PartialState().main_process_first():
         if (folder / "stats.json").is_file():
@@ -724,7 +730,9 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
     if cfg.max_train_samples is not None:
         train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
     started = time.perf_counter()
-    train, stats, hit = encoded_split(train_rows, cfg.train_split, tokenizer, tokens, cfg, cfg.packing)
+    tok_bytes = tokenizer_bytes(tokenizer)  # serialised once for both splits' cache keys
+    train, stats, hit = encoded_split(train_rows, cfg.train_split, tokenizer, tokens, cfg, cfg.packing,
+                                      tok_bytes=tok_bytes)
     report = [stats.summary(cfg.train_split)]
     personas, persona_notes = training_personas(train_rows)
     if stats.kept == 0:
@@ -733,7 +741,8 @@ def build_datasets(cfg: TrainConfig, tokenizer, tokens: ChatTokens) -> PreparedD
     evald = None
     if cfg.eval_split in dd and cfg.eval_split != cfg.train_split:
         check_columns(dd, cfg.dataset, cfg.eval_split)
-        evald, estats, _ = encoded_split(dd[cfg.eval_split], cfg.eval_split, tokenizer, tokens, cfg, cfg.packing)
+        evald, estats, _ = encoded_split(dd[cfg.eval_split], cfg.eval_split, tokenizer, tokens, cfg, cfg.packing,
+                                         tok_bytes=tok_bytes)
         report.append(estats.summary(cfg.eval_split))
         if estats.kept == 0:
             evald = None

@@ -82,17 +82,21 @@ def _stops(d: Dialogue) -> list[bool] | None:
 
 
 def block(chats: list[Dialogue], verdicts: Sequence[Verdict | None] | None, losses: dict[str, Any] | None,
-          rule_cfg: CheckConfig = CheckConfig()) -> dict[str, Any]:
+          rule_cfg: CheckConfig = CheckConfig(), broken: list[set[str]] | None = None,
+          distinct: bool = True) -> dict[str, Any]:
     """The metrics of a set of chats (one condition, or one type of it); `verdicts` align with `chats`.
 
     `verdicts` None: the judge did not run; `losses` None: no loss for these chats (held-out id → [nll, n]).
+    `broken`: each chat's `rule_failures` when the caller has them; `distinct` False leaves distinct-n to the
+    caller (None here).
     """
     judged = [v for v in (verdicts or []) if v is not None]
     n = len(judged)
     texts = [r for d in chats for r in replies(d)]
     stops = [s for d in chats for s in (_stops(d) or [])]
     has_stops = bool(chats) and all(_stops(d) is not None for d in chats)
-    broken = [set(rule_failures(d, rule_cfg)) for d in chats]
+    if broken is None:
+        broken = [set(rule_failures(d, rule_cfg)) for d in chats]
     failed = Counter(rule for rules in broken for rule in rules)
     clean = sum(1 for rules in broken if not rules)
     loss, ppl = aggregate([losses.get(d.meta.get("held_out", d.id)) for d in chats]) if losses is not None else (None, None)
@@ -106,8 +110,8 @@ def block(chats: list[Dialogue], verdicts: Sequence[Verdict | None] | None, loss
         "rules_pass": _r(clean / len(chats), 4) if chats else None,
         "rules_failed": dict(sorted(failed.items(), key=lambda kv: (-kv[1], kv[0]))),
         "stop_rate": _r(sum(stops) / len(stops), 4) if has_stops and stops else None,
-        "distinct_1": _r(distinct_n(texts, 1), 4),
-        "distinct_2": _r(distinct_n(texts, 2), 4),
+        "distinct_1": _r(distinct_n(texts, 1), 4) if distinct else None,
+        "distinct_2": _r(distinct_n(texts, 2), 4) if distinct else None,
         "reply_chars_mean": _r(mean(len(t) for t in texts), 1) if texts else None,
         "loss": _r(loss, 4),
         "perplexity": _r(ppl, 3),
@@ -121,12 +125,13 @@ def condition_results(chats: list[Dialogue], verdicts: Sequence[Verdict | None] 
     Overall distinct-n is the mean of the per-type values (see the module docstring).
     """
     types = [t for t in MBTI_TYPES if any(d.mbti == t for d in chats)]
+    broken = [set(rule_failures(d, rule_cfg)) for d in chats]  # once: the per-type blocks and the overall share them
     per_type = {}
     for t in types:
         idx = [i for i, d in enumerate(chats) if d.mbti == t]
         per_type[t] = block([chats[i] for i in idx], None if verdicts is None else [verdicts[i] for i in idx],
-                            losses, rule_cfg)
-    overall = block(chats, verdicts, losses, rule_cfg)
+                            losses, rule_cfg, [broken[i] for i in idx])
+    overall = block(chats, verdicts, losses, rule_cfg, broken, distinct=False)
     for n in (1, 2):
         values = [distinct_n([r for d in chats if d.mbti == t for r in replies(d)], n) for t in types]
         values = [v for v in values if v is not None]

@@ -55,8 +55,9 @@ JUDGE_CACHE = Path("judge") / "raw.jsonl"
 GENERATE_CACHE = Path("generate") / "raw.jsonl"
 LOSS_CONDITIONS = ("fine_tuned", "base")
 # Files whose bytes decide what a checkpoint says (weights, tokenizer and template, persona prompts).
-CHECKPOINT_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "tokenizer.json",
-                    "tokenizer_config.json", "chat_template.jinja", "personas.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+CHECKPOINT_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", *TOKENIZER_FILES,
+                    "personas.json")
 
 
 @dataclass
@@ -210,6 +211,7 @@ def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenS
     ckpt = (_digest_files(cfg.checkpoint_dir, CHECKPOINT_FILES) if cfg.has_adapter
             else _weights_digest(cfg.merged_dir, ("config.json",) + CHECKPOINT_FILES))
     common = {"gen": gen.__dict__, "systems": sys_digest}
+    local: dict[str, Any] = {}  # the in-process conditions' base and tokenizer digests, read once
     out: dict[str, Plan] = {}
     for c in ecfg.run_conditions:
         if c == "reference":
@@ -223,9 +225,9 @@ def plans(cfg: TrainConfig, ecfg: EvalConfig, systems: dict[str, str], gen: GenS
                      "checkpoint": ckpt if c == "fine_tuned" else None}
             out[c] = Plan(c, settings_key(ident), f"{name} at {redact_url(ecfg.base_url)}", name, ecfg.base_url)
         else:
-            tok = _digest_files(cfg.checkpoint_dir if cfg.has_adapter else cfg.merged_dir, CHECKPOINT_FILES[3:6])
-            ident = {"condition": c, "server": None, "base": base_identity(cfg), "tokenizer": tok, **common,
-                     "checkpoint": ckpt if c == "fine_tuned" else None}
+            local = local or {"base": base_identity(cfg), "tokenizer": _digest_files(
+                cfg.checkpoint_dir if cfg.has_adapter else cfg.merged_dir, TOKENIZER_FILES)}
+            ident = {"condition": c, "server": None, **local, **common, "checkpoint": ckpt if c == "fine_tuned" else None}
             model = (f"{cfg.model} + adapter {cfg.checkpoint_dir}" if cfg.has_adapter else f"{cfg.merged_dir}") \
                 if c == "fine_tuned" else f"{cfg.model}, adapter disabled"
             out[c] = Plan(c, settings_key(ident), model)
@@ -308,7 +310,7 @@ def replay(c: str, p: Plan, ecfg: EvalConfig, folder: Path, held: HeldOut, syste
     cap = ({"max_cost": ecfg.reference_max_cost, "price": model_price(ecfg, "reference"), "cap_flag": "--reference-max-cost"}
            if c == "reference" else {})
     try:
-        failed, _ = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
+        failed = run_endpoint(p.server_model or "", p.base_url, c, todo, systems, gen, done,
                                  folder / GENERATE_CACHE, ecfg.concurrency, **cap)
     except (StageStopped, LLMFatalError) as e:
         raise UserError(f"{c}: generation stopped: {e}; {kept}") from None
@@ -422,8 +424,7 @@ def evaluate(cfg: TrainConfig, ecfg: EvalConfig, demo: bool = False, log: Callab
                      "working, not what a trained model says")
     if ecfg.loss and any(c in plan and not plan[c].local for c in LOSS_CONDITIONS):
         notes.append("loss and perplexity need the model in-process; with --base-url they are not computed")
-    conditions = {c: metrics.condition_results(chats[c], verdicts.get(c) if judge is not None else None,
-                                               loss.get(c) if c in loss else None) for c in plan}
+    conditions = {c: metrics.condition_results(chats[c], verdicts.get(c), loss.get(c)) for c in plan}
     setup = {"checkpoint": str(cfg.checkpoint_dir), "base_model": cfg.model, "held_out": held.source,
              "backend": (f"OpenAI-compatible server {redact_url(ecfg.base_url)}" if ecfg.base_url
                          else f"in-process transformers on {resolve_device(cfg)}, batches of {ecfg.batch_size}, "

@@ -21,10 +21,8 @@ there for the same condition, held-out chat and settings (`settings_key`), even 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -73,8 +71,9 @@ def settings_key(identity: dict[str, Any]) -> str:
     >>> settings_key({"model": "m", "temperature": 0.0}) == settings_key({"temperature": 0.0, "model": "m"})
     True
     """
-    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    from datagen.llm import request_hash  # the project's one canonical-JSON hash
+
+    return request_hash(identity)[:12]
 
 
 def eval_record(held: Dialogue, turns: list[Turn], condition: str, key: str, model: str) -> Dialogue:
@@ -279,9 +278,9 @@ async def replay_endpoint(step, model: str, condition: str, chats: list[Dialogue
 
 def run_endpoint(model: str, base_url: str | None, condition: str, chats: list[Dialogue], systems: dict[str, str],
                  gen: GenSettings, done: Callable[[Dialogue, list[Turn]], None], store_path: Path,
-                 concurrency: int, max_attempts: int = 4, max_cost: float | None = None, price: Price | None = None,
-                 cap_flag: str = "--max-cost") -> tuple[list[str], int]:
-    """`replay_endpoint` with its own client and store; returns (failed ids, requests sent).
+                 concurrency: int, max_cost: float | None = None, price: Price | None = None,
+                 cap_flag: str = "--max-cost") -> list[str]:
+    """`replay_endpoint` with its own client and store; returns the ids of chats that got no answer.
 
     With `max_cost`, the shared hard cap (datagen/cost.py `Budget`): each request's worst case is reserved
     before it is sent, and what this condition's earlier requests in the store were billed counts.
@@ -292,23 +291,17 @@ def run_endpoint(model: str, base_url: str | None, condition: str, chats: list[D
     from datagen.step import LLMStep
 
     store = ResponseStore(store_path)
-    llm = LLMConfig(model=model, base_url=base_url, concurrency=concurrency, max_attempts=max_attempts,
-                    temperature=gen.temperature, max_tokens=gen.max_new_tokens)
+    llm = LLMConfig(model=model, base_url=base_url, concurrency=concurrency)  # the bodies come from turn_body
     before = stored_spend((ln for ln in store.lines() if ln.get("condition") == condition), price)
     budget = Budget(max_cost, price, TokenCounter(model) if max_cost is not None else None, spent_before=before,
                     flag=cap_flag)
 
-    async def main() -> tuple[list[str], int]:
+    async def main() -> list[str]:
         async with LLMClient(llm) as client:
             step: LLMStep = LLMStep(client, lambda call: store, budget, what=f"{condition} requests")
-            failed = await replay_endpoint(step, model, condition, chats, systems, gen, done)
-            return failed, step.sent
+            return await replay_endpoint(step, model, condition, chats, systems, gen, done)
 
     try:
         return asyncio.run(main())
     finally:
         store.close()
-
-
-def gen_identity(gen: GenSettings) -> dict[str, Any]:
-    return asdict(gen)

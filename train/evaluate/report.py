@@ -58,7 +58,8 @@ def fmt(value: Any, kind: str) -> str:
     return f"{value:.{kind[1]}f}"
 
 
-def _get(block: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
+def lookup(block: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
+    """The value at `path` in nested results (None where a level is missing)."""
     for key in path:
         if not isinstance(block, dict):
             return None
@@ -186,7 +187,7 @@ def render_report(results: dict[str, Any], chats: dict[str, list[Dialogue]], plo
 
     lines += ["## Summary", ""]
     header = ["metric", *[f"`{c}`" for c in conds], "held-out data"]
-    rows = [[label, *[fmt(_get(blocks[c], path), kind) for c in conds], fmt(_get(data, path), kind)]
+    rows = [[label, *[fmt(lookup(blocks[c], path), kind) for c in conds], fmt(lookup(data, path), kind)]
             for label, path, kind in ROWS]
     lines += table(header, rows)
     lines += ["", "Accuracies are over the judged chats (chance: 6.25% for the full type, 50% per axis). Stop rate: "
@@ -199,17 +200,17 @@ def render_report(results: dict[str, Any], chats: dict[str, list[Dialogue]], plo
         lines += ["## Per type", "", "Full-type accuracy / persona consistency (1-5) of the judged chats:", ""]
         rows = []
         for t in types:
-            n = max((_get(blocks[c], ("per_type", t, "n_chats")) or 0) for c in conds)
-            cells = [f"{fmt(_get(blocks[c], ('per_type', t, 'full_type')), 'pct')} / "
-                     f"{fmt(_get(blocks[c], ('per_type', t, 'scores', 'persona')), 'f2')}" for c in conds]
+            n = max((lookup(blocks[c], ("per_type", t, "n_chats")) or 0) for c in conds)
+            cells = [f"{fmt(lookup(blocks[c], ('per_type', t, 'full_type')), 'pct')} / "
+                     f"{fmt(lookup(blocks[c], ('per_type', t, 'scores', 'persona')), 'f2')}" for c in conds]
             rows.append([t, str(n), *cells])
         lines += table(["type", "chats", *[f"`{c}`" for c in conds]], rows)
         lines += ["", "Reply characters (mean) and stop rate:", ""]
         rows = []
         for t in types:
-            cells = [f"{fmt(_get(blocks[c], ('per_type', t, 'reply_chars_mean')), 'f1')} / "
-                     f"{fmt(_get(blocks[c], ('per_type', t, 'stop_rate')), 'pct')}" for c in conds]
-            rows.append([t, *cells, fmt(_get(data, ("per_type", t, "reply_chars_mean")), "f1")])
+            cells = [f"{fmt(lookup(blocks[c], ('per_type', t, 'reply_chars_mean')), 'f1')} / "
+                     f"{fmt(lookup(blocks[c], ('per_type', t, 'stop_rate')), 'pct')}" for c in conds]
+            rows.append([t, *cells, fmt(lookup(data, ("per_type", t, "reply_chars_mean")), "f1")])
         lines += table(["type", *[f"`{c}`" for c in conds], "held-out data"], rows)
         lines.append("")
 
