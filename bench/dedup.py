@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-from datagen.dedup import agreement, dialogue_shingles, dialogue_text, rows_per_band, signatures  # noqa: E402
+from datagen.dedup import SEED, agreement, dialogue_shingles, dialogue_text, rows_per_band, signatures  # noqa: E402
 from datagen.curate import (EXACT_DUP, NEAR_DUP, CurateConfig, Item, add_dedup_keys,  # noqa: E402
                             drop_exact_duplicates, drop_near_duplicates)
 from datagen.schema import MBTI_TYPES, Dialogue, write_jsonl  # noqa: E402
@@ -327,7 +327,7 @@ def minhash_speed(samples: list[Sample], cfg: CurateConfig) -> tuple[float, floa
 
     t0 = time.perf_counter()
     for s in samples:
-        m = MinHash(num_perm=cfg.rules.near_dup_num_perm, seed=1)
+        m = MinHash(num_perm=cfg.rules.near_dup_num_perm, seed=SEED)
         m.update_batch([x.encode("utf-8") for x in dialogue_shingles(s.dialogue, cfg.rules.near_dup_ngram)])
     theirs = time.perf_counter() - t0
     t0 = time.perf_counter()

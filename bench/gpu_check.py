@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def run(name: str, cmd: list[str], rows: list[tuple[str, str, str]], env: dict[str, str], timeout: int,

@@ -113,9 +113,9 @@ def direct_round(model, tokens, ids, cfg, streams: int, n: int, batched: bool = 
     """The same sampling as serve/local.py: temperature and top_p from the config, no top-k, ignore_eos."""
     import torch
 
-    kwargs = dict(max_new_tokens=n, min_new_tokens=n, eos_token_id=list(tokens.stop_ids), pad_token_id=tokens.pad_id,
-                  do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=None,
-                  repetition_penalty=cfg.repetition_penalty, use_cache=True)
+    from train.chat import generation_kwargs
+
+    kwargs = generation_kwargs(tokens, n, cfg.temperature, cfg.top_p, cfg.repetition_penalty, min_new_tokens=n)
     t0, c0 = time.perf_counter(), time.process_time()
     out = []
     with torch.no_grad():

@@ -17,9 +17,8 @@ import os
 import sys
 
 from datagen.errors import UserError
-from train.cli import guarded
+from train.cli import DEFAULT_CONFIG, add_use_args, guarded
 
-DEFAULT_CONFIG = "train/configs/bllossom-8b.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,11 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                    "`make serve-vllm` registers it)")
     p.add_argument("--upstream-api-key", metavar="KEY", default=os.environ.get("UPSTREAM_API_KEY"),
                    help="key for the upstream (default: $UPSTREAM_API_KEY)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--adapter", dest="use", action="store_const", const="adapter",
-                       help="base + adapter even when a merged model exists")
-    which.add_argument("--merged", dest="use", action="store_const", const="merged", help="the merged model only")
-    p.set_defaults(use="auto")
+    add_use_args(p)
     p.add_argument("--max-queue", type=int, default=32, help="requests that may wait for the model (default 32); "
                    "one more gets 503")
     p.add_argument("--max-context", type=int, help="longest prompt + max_tokens (default: the model's)")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from datagen.errors import UserError
 from datagen.llm import redact_url
+from train.cli import USES
 
-USES = ("auto", "adapter", "merged")
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ class ServeConfig:
             problems.append(f"--upstream {redact_url(self.upstream)}: give a URL like http://127.0.0.1:8001/v1")
         if not 0 <= self.stream_interval_s <= 1:
             problems.append(f"--stream-interval {self.stream_interval_s}: use seconds between 0 and 1 (e.g. 0.01)")
-        if self.upstream_timeout_s <= 0:
-            problems.append("--upstream-timeout must be positive")
         if self.api_key is not None and not self.api_key.strip():
             problems.append("--api-key is empty: give a key, or leave the option out to serve without one")
         if problems:

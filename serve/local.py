@@ -21,7 +21,6 @@ time there, so the same seed gives the same reply.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from datagen.checks import control_text
 from serve import protocol as P
 from serve.protocol import APIError, ChatRequest
 from train.config import TrainConfig
@@ -42,7 +42,6 @@ RETRY_AFTER_S = 1
 class Job:
     """One admitted request: its prompt, how to sample, and the channel its text comes back on."""
 
-    id: int
     prompt_ids: list[int]
     max_tokens: int
     temperature: float
@@ -54,7 +53,6 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
-    queued_at: float = field(default_factory=time.monotonic)
     interval: float = 0.0
     """Shortest time between two deliveries of text to the loop (seconds); 0: every piece as it comes."""
     _pending: list[tuple] = field(default_factory=list)
@@ -93,13 +91,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Finished:
-    """What happened to a job, kept for /health and the tests: how it ended and how many tokens it made."""
+    """What happened to a job, kept for the tests: how it ended and how many tokens it made."""
 
-    job: int
     finish_reason: str      # stop | length | cancelled | error
     completion_tokens: int
-    waited_s: float
-    generated_s: float
 
 
 class _TextStream:
@@ -197,7 +192,6 @@ class LocalBackend:
         self.description = description
         self.finished: deque[Finished] = deque(maxlen=256)
         self.running: Job | None = None
-        self._ids = itertools.count(1)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._tokenizer_lock = threading.Lock()
         self._control = self._control_texts(tokenizer)
@@ -216,24 +210,22 @@ class LocalBackend:
     # -- admission (on the event loop) ---------------------------------------------------------
     @staticmethod
     def _control_texts(tokenizer) -> tuple[str, ...]:
-        """The special tokens' text (`<|eot_id|>`, ...): typed inside a message it would be read as control."""
+        """This tokenizer's special tokens that `protocol.conversation` does not already refuse (typed inside a
+        message, the model would read them as control): none for Llama-3's `<|…|>` family, so usually empty."""
         specials = {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
         specials |= set(getattr(tokenizer, "all_special_tokens", []))
-        return tuple(sorted(s for s in specials if s))
+        return tuple(sorted(s for s in specials if s and control_text(s) is None))
 
     def _check(self, req: ChatRequest) -> None:
         if req.unsupported:
             raise P.bad_request(f"{', '.join(req.unsupported)}: not supported by this server's in-process model "
                                 "(one reply, text only, repetition_penalty instead of presence/frequency penalties); "
                                 "leave it out, or serve through vLLM with --upstream", param=req.unsupported[0])
-        # req.messages is [persona prompt + the client's system texts, the client's turns...]: a turn's index in
-        # what the client sent is after its system messages.
-        raw = req.body.get("messages") or []
-        n_system = sum(1 for m in raw if isinstance(m, dict) and m.get("role") in ("system", "developer"))
+        # req.messages is [persona prompt + the client's system texts, the client's turns...]
         for i, m in enumerate(req.messages):
             for s in self._control:
                 if s in m["content"]:
-                    where = "a system message" if i == 0 else f"messages[{i - 1 + n_system}].content"
+                    where = "a system message" if i == 0 else f"messages[{i - 1 + req.n_system}].content"
                     raise P.bad_request(f"{where} contains the chat-template control text {s!r}, which the model "
                                         "would read as a turn boundary; remove it",
                                         param="messages" if i == 0 else where, code="control_text")
@@ -261,7 +253,7 @@ class LocalBackend:
                                 "Retry shortly.", type="server_error", code="server_busy",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
         d = self.defaults
-        job = Job(id=next(self._ids), prompt_ids=ids, max_tokens=wanted,
+        job = Job(prompt_ids=ids, max_tokens=wanted,
                   temperature=d.temperature if req.temperature is None else req.temperature,
                   top_p=d.top_p if req.top_p is None else req.top_p,
                   repetition_penalty=d.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
@@ -349,14 +341,14 @@ class LocalBackend:
             if job is None:
                 return
             if job.cancel.is_set():  # its client left while it waited
-                self.finished.append(Finished(job.id, "cancelled", 0, time.monotonic() - job.queued_at, 0.0))
+                self.finished.append(Finished("cancelled", 0))
                 job.emit(("finish", "cancelled", 0))
                 continue
             self.running = job
             try:
                 self._generate(job)
             except Exception as e:  # a model error must not take the worker (and so the server) down
-                self.finished.append(Finished(job.id, "error", 0, 0.0, 0.0))
+                self.finished.append(Finished("error", 0))
                 job.emit(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
             finally:
                 self.running = None
@@ -366,7 +358,6 @@ class LocalBackend:
 
         from train.chat import generation_kwargs
 
-        started = time.monotonic()
         stream = _TextStream(job, self.tokenizer, self.tokens.stop_ids, self._tokenizer_lock)
         kwargs = generation_kwargs(self.tokens, job.max_tokens, job.temperature, job.top_p, job.repetition_penalty,
                                    min_new_tokens=job.min_tokens)
@@ -383,6 +374,5 @@ class LocalBackend:
             finish = "cancelled"
         else:
             finish = "length"
-        self.finished.append(Finished(job.id, finish, stream.tokens, started - job.queued_at,
-                                      time.monotonic() - started))
+        self.finished.append(Finished(finish, stream.tokens))
         job.emit(("finish", finish, stream.tokens))

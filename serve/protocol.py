@@ -168,6 +168,8 @@ class ChatRequest:
     repetition_penalty: float | None = None
     body: dict[str, Any] = field(default_factory=dict)
     """The client's JSON as sent: an upstream gets it with `model` and `messages` replaced."""
+    n_system: int = 0
+    """System (or developer) messages the client sent: its turn k is its message `n_system + k`."""
     unsupported: tuple[str, ...] = ()
     """Fields set that only an upstream can honour (n > 1, logprobs, tools, penalties): the local backend refuses them."""
 
@@ -247,10 +249,7 @@ def _unsupported(req: ChatCompletionRequest) -> tuple[str, ...]:
     out = []
     if (req.n or 1) > 1:
         out.append("n")
-    for key in ("logprobs", "tools", "functions"):
-        if extra.get(key):
-            out.append(key)
-    for key in ("presence_penalty", "frequency_penalty"):
+    for key in ("logprobs", "tools", "functions", "presence_penalty", "frequency_penalty"):
         if extra.get(key):
             out.append(key)
     fmt = extra.get("response_format")
@@ -273,7 +272,7 @@ def parse_request(req: ChatCompletionRequest, body: dict[str, Any], personas: di
         stream=req.stream, include_usage=bool(req.stream_options and req.stream_options.include_usage),
         max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature, top_p=req.top_p,
         seed=req.seed, stop=stop, min_tokens=req.min_tokens, ignore_eos=req.ignore_eos,
-        repetition_penalty=req.repetition_penalty, body=body, unsupported=_unsupported(req))
+        repetition_penalty=req.repetition_penalty, body=body, n_system=len(systems), unsupported=_unsupported(req))
 
 
 # -- the answer --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Callable
 from datagen.errors import UserError
 from datagen.llm import redact_url
 from serve.config import ServeConfig
+from serve.protocol import persona_id
 from train.config import TrainConfig
 from train.personas import PersonaPrompt
 
@@ -79,8 +80,8 @@ def serve(cfg: TrainConfig, scfg: ServeConfig, demo: bool = False, make: str = "
         out("  the demo model is tiny and random: its replies are noise; the page and the API are the real ones")
     out(f"  page: {base}/")
     key = "; every request needs the API key (Authorization: Bearer ...)" if scfg.api_key else ""
-    out(f"  API:  {base}/v1 (OpenAI-compatible; models mbti-{next(iter(personas)).lower()} … "
-        f"mbti-{list(personas)[-1].lower()}){key}")
+    out(f"  API:  {base}/v1 (OpenAI-compatible; models {persona_id(next(iter(personas)))} … "
+        f"{persona_id(list(personas)[-1])}){key}")
     if scfg.host not in ("127.0.0.1", "localhost", "::1") and not scfg.api_key:
         out(f"  note: bound to {scfg.host} without --api-key: anyone who can reach this machine can use the model")
     if scfg.upstream:

@@ -18,7 +18,6 @@ Without vllm installed (it needs a CUDA GPU) it only prints, and says so.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from datagen.errors import UserError
 from train.card import lora_rank_bound
+from train.cli import DEFAULT_CONFIG, guarded
 from train.config import TrainConfig
 
 DEFAULT_PORT = 8001  # beside the persona server's 8000
@@ -42,39 +42,37 @@ def vllm_command(cfg: TrainConfig, host: str = "127.0.0.1", port: int = DEFAULT_
 
 def main(argv: list[str] | None = None, out=print) -> int:
     p = argparse.ArgumentParser(prog="python -m serve.vllm", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="train/configs/bllossom-8b.yaml", help="training config of the checkpoint")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="training config of the checkpoint")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (keys: train/config.py)")
     p.add_argument("--host", default="127.0.0.1", help="where vLLM binds (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"vLLM's port (default {DEFAULT_PORT})")
     p.add_argument("--print-only", action="store_true", help="print the commands, run nothing")
     args = p.parse_intermixed_args(argv)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its import-time note about optional CPU kernels
-    try:
-        from train.config import load_config
+    return guarded(lambda: run(args, out))
 
-        cfg = load_config(args.config, args.overrides)
-        cmd = vllm_command(cfg, args.host, args.port)
-        out(shlex.join(cmd))
-        upstream = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/v1"
-        overrides = "".join(f" {shlex.quote(o)}" for o in args.overrides)
-        out(f"then, for the page and the persona API: python -m serve --config {shlex.quote(args.config)}"
-            f"{overrides} --upstream {upstream}")
-        if not cfg.has_adapter:
-            out(f"note: no adapter in {cfg.checkpoint_dir} yet; `make train CONFIG={args.config}` makes it")
-        if args.print_only:
-            return 0
-        if shutil.which("vllm") is None:
-            out("vllm is not installed here (it needs a CUDA GPU: pip install vllm); run the command above where it is")
-            return 0
-        if not cfg.has_adapter:
-            raise UserError(f"no adapter in {cfg.checkpoint_dir}: train first (make train CONFIG={args.config})")
-        sys.stdout.flush()
-        os.execvp(cmd[0], cmd)  # vLLM takes over this process: Ctrl-C and exit codes are its own
-    except UserError as e:
-        for line in getattr(e, "problems", None) or str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    return 0
+
+def run(args: argparse.Namespace, out=print) -> None:
+    """Print the commands; then hand this process to vLLM when it is installed here and the adapter exists."""
+    from train.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    cmd = vllm_command(cfg, args.host, args.port)
+    out(shlex.join(cmd))
+    upstream = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/v1"
+    overrides = "".join(f" {shlex.quote(o)}" for o in args.overrides)
+    out(f"then, for the page and the persona API: python -m serve --config {shlex.quote(args.config)}"
+        f"{overrides} --upstream {upstream}")
+    if not cfg.has_adapter:
+        out(f"note: no adapter in {cfg.checkpoint_dir} yet; `make train CONFIG={args.config}` makes it")
+    if args.print_only:
+        return
+    if shutil.which("vllm") is None:
+        out("vllm is not installed here (it needs a CUDA GPU: pip install vllm); run the command above where it is")
+        return
+    if not cfg.has_adapter:
+        raise UserError(f"no adapter in {cfg.checkpoint_dir}: train first (make train CONFIG={args.config})")
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)  # vLLM takes over this process: Ctrl-C and exit codes are its own
 
 
 if __name__ == "__main__":

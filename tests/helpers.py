@@ -90,7 +90,7 @@ def scripted_chat_model(reply: str, system: str, max_new_tokens: int = 30):
     from transformers import LlamaForCausalLM
 
     from train.config import TrainConfig
-    from train.data import prepare_tokenizer
+    from train.data import prepare_tokenizer, render
     from train.tiny import SAMPLE_TEXTS, tiny_llama_config, train_tiny_tokenizer
 
     tok = train_tiny_tokenizer(SAMPLE_TEXTS + [reply] * 50)  # the reply's words become whole tokens
@@ -101,8 +101,7 @@ def scripted_chat_model(reply: str, system: str, max_new_tokens: int = 30):
         torch.manual_seed(0)
         model = LlamaForCausalLM(tiny_llama_config(len(tok)))
     messages = [{"role": "system", "content": system}, {"role": "user", "content": "안녕하세요"}]
-    prompt = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                 add_special_tokens=False)["input_ids"]
+    prompt = tok(render(tok, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
     reply_ids = tok(reply, add_special_tokens=False)["input_ids"]
     chain = [prompt[-1], *reply_ids, tokens.eot_id]
     chain += [i for i in range(300, 400) if i not in chain][:3]  # what would follow if it did not stop

@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 from datagen.runs import DEFAULT_OUT
-from train.cli import guarded
+from train.cli import DEFAULT_CONFIG, add_use_args, guarded
 
-DEFAULT_CONFIG = "train/configs/bllossom-8b.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,11 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
         _out_and_run(s)
     c.add_argument("--mbti", required=True, help="one of the 16 types, e.g. ENFP")
-    which = c.add_mutually_exclusive_group()
-    which.add_argument("--adapter", dest="use", action="store_const", const="adapter",
-                       help="base + adapter even when a merged model exists")
-    which.add_argument("--merged", dest="use", action="store_const", const="merged", help="the merged model only")
-    c.set_defaults(use="auto")
+    add_use_args(c)
     d = sub.add_parser("demo", help="seeds -> tiny dataset -> a minute of CPU QLoRA on a tiny random model -> 2 replies")
     d.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for train/configs/tiny-cpu.yaml")
     _eval_parser(sub, overrides_help)

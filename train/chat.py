@@ -18,9 +18,9 @@ from train.config import TrainConfig, check_runtime, resolve_device
 from train.data import ChatTokens, render
 from train.merge import require_adapter
 from train.model import ModelSourceError, load_base_model, load_tokenizer, prepare_model_source
+from train.cli import USES
 from train.personas import PersonaPrompt, check_type, load_personas, persona_for, read_personas
 
-USES = ("auto", "adapter", "merged")
 
 
 def checkpoint_personas(cfg: TrainConfig, note: Callable[[str], None] = print) -> dict[str, PersonaPrompt]:

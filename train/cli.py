@@ -10,6 +10,20 @@ from typing import Callable
 
 from datagen.errors import UserError
 
+DEFAULT_CONFIG = "train/configs/bllossom-8b.yaml"
+"""The training config commands use when none is given (train, chat, eval, push, serve, serve.vllm)."""
+USES = ("auto", "adapter", "merged")
+"""Which form of a checkpoint chat and serve load: the merged model when there is one, else base + adapter."""
+
+
+def add_use_args(p) -> None:
+    """`--adapter` / `--merged` (default: auto) on an argparse parser, as chat and serve take them."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--adapter", dest="use", action="store_const", const="adapter",
+                       help="base + adapter even when a merged model exists")
+    which.add_argument("--merged", dest="use", action="store_const", const="merged", help="the merged model only")
+    p.set_defaults(use="auto")
+
 
 def guarded(run: Callable[[], None]) -> int:
     """Run a command; return its exit code (0, 2 for a UserError, 130 for Ctrl-C)."""
