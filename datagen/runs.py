@@ -22,15 +22,20 @@ DEFAULT_OUT = Path("outputs")
 
 
 def run_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Every invocation recorded in the run's config.jsonl, oldest first (older runs: their config.json)."""
-    path = run_dir / CONFIG_HISTORY
-    if path.exists():
-        return [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict) and isinstance(obj.get("config"), dict)]
+    """Every invocation recorded on the run, oldest first: a run made before config.jsonl existed has its
+    generate config in config.json, which comes first (also once a later stage has started config.jsonl)."""
+    history: list[dict[str, Any]] = []
     old = run_dir / "config.json"
     try:
-        return [{"command": "generate", "config": json.loads(old.read_text(encoding="utf-8"))}] if old.exists() else []
-    except (OSError, ValueError):
-        return []
+        config = json.loads(old.read_text(encoding="utf-8")) if old.exists() else None
+    except (OSError, ValueError):  # unreadable: publish's card says so; the history goes on without it
+        config = None
+    if isinstance(config, dict):
+        history.append({"command": "generate", "config": config})
+    path = run_dir / CONFIG_HISTORY
+    if path.exists():
+        history += [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict) and isinstance(obj.get("config"), dict)]
+    return history
 
 
 def generator_model(run_dir: Path) -> str | None:

@@ -353,6 +353,22 @@ def test_a_run_keeps_its_model(seeds_dir, tmp_path, llm_server, clean_env):
         generate(config(seeds_dir, tmp_path, llm_server, count=2, run="r", llm=dict(model="other-model")), api_key="k")
 
 
+def test_a_run_from_before_config_jsonl_keeps_its_model_after_a_later_stage(seeds_dir, tmp_path, llm_server,
+                                                                            clean_env):
+    """An older run recorded its generate config in config.json only; a curate started config.jsonl since."""
+    from datagen.runs import append_config, generator_model
+
+    run_dir = tmp_path / "out" / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"llm": {"model": "test-model"}, "count": 2}), encoding="utf-8")
+    append_config(run_dir, "curate", {"judge": None})
+    assert generator_model(run_dir) == "test-model"
+    with pytest.raises(UserError, match="run 'old' was generated with model test-model, not other-model"):
+        generate(config(seeds_dir, tmp_path, llm_server, count=2, run="old", llm=dict(model="other-model")),
+                 api_key="k")
+    assert llm_server.completions == 0
+
+
 def test_missing_persona_is_named_before_any_request(seeds_dir, tmp_path, llm_server, clean_env):
     with pytest.raises(UserError, match="no valid persona profile for INTP.*datagen seeds check"):
         generate(config(seeds_dir, tmp_path, llm_server, types=("ISTJ", "INTP")), api_key="k")
